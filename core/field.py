@@ -1,0 +1,46 @@
+"""A velocity field u(t, x) that carries what it is: its path, data shape and range, provenance."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .paths import GaussianPath
+
+
+@dataclass
+class VelocityField:
+    """u(t, x) -> dx/dt for x of shape (B, *D) and t a scalar or (B,) tensor.
+
+    path: the Gaussian path the model was trained on (None for a VF with no such path; the
+      dedicated solvers DDIM / DPM-Solver++ / EDM need one).
+    data_shape: D, the shape of one sample. data_range: R in PSNR (2 for data in [-1, 1]).
+    model_id: a content hash identifying the model (solver checkpoints record it).
+    guidance_scale: the classifier-free guidance scale bound into u (None if unguided).
+    meta: anything else worth showing (architecture, data set, seed, ...).
+    """
+
+    fn: Callable[[Tensor, Tensor], Tensor]
+    data_shape: tuple[int, ...]
+    path: Optional[GaussianPath] = None
+    data_range: float = 2.0
+    model_id: str = "analytic"
+    guidance_scale: Optional[float] = None
+    meta: dict = field(default_factory=dict)
+
+    def __call__(self, t, x: Tensor) -> Tensor:
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        return self.fn(t, x)
+
+    @property
+    def dim(self) -> int:
+        n = 1
+        for d in self.data_shape:
+            n *= d
+        return n
+
+    def noise(self, n: int, generator: torch.Generator | None = None, device=None, dtype=torch.float32) -> Tensor:
+        """Source samples x0 ~ N(0, I) of shape (n, *data_shape)."""
+        return torch.randn((n, *self.data_shape), generator=generator, dtype=dtype).to(device or "cpu")

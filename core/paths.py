@@ -1,0 +1,313 @@
+"""Gaussian probability paths, prediction-type conversion and scale-time (ST) maps.
+
+Convention (MATH.md section 0): t = 0 is noise, t = 1 is data, and
+    x_t = alpha_t x1 + sigma_t x0,   alpha_0 = 0, sigma_0 = 1, alpha_1 = 1, sigma_1 = 0.
+
+A path returns a small `PathCoefficients` record (alpha, sigma and their time derivatives),
+mirroring facebookresearch/flow_matching's schedulers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+VelocityFn = Callable[[Tensor, Tensor], Tensor]
+
+PREDICTIONS = ("velocity", "eps", "x1")
+
+
+@dataclass(frozen=True)
+class PathCoefficients:
+    """alpha_t, sigma_t and d/dt of each, all tensors shaped like t."""
+
+    alpha: Tensor
+    sigma: Tensor
+    d_alpha: Tensor
+    d_sigma: Tensor
+
+
+def _as_tensor(t, like: Tensor | None = None) -> Tensor:
+    if isinstance(t, Tensor):
+        return t
+    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    device = like.device if like is not None else None
+    return torch.as_tensor(t, dtype=dtype, device=device)
+
+
+class GaussianPath:
+    """x_t = alpha_t x1 + sigma_t x0 with a strictly increasing SNR alpha_t / sigma_t."""
+
+    name: str = "path"
+
+    def __call__(self, t) -> PathCoefficients:
+        raise NotImplementedError
+
+    def snr(self, t) -> Tensor:
+        c = self(t)
+        return c.alpha / c.sigma
+
+    def snr_inverse(self, rho: Tensor) -> Tensor:
+        """The time t at which alpha_t / sigma_t = rho."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()})"
+
+
+class CondOTPath(GaussianPath):
+    """FM-OT (conditional optimal transport): alpha_t = t, sigma_t = 1 - t."""
+
+    name = "fm-ot"
+
+    def __call__(self, t) -> PathCoefficients:
+        t = _as_tensor(t)
+        return PathCoefficients(t, 1 - t, torch.ones_like(t), -torch.ones_like(t))
+
+    def snr_inverse(self, rho: Tensor) -> Tensor:
+        return rho / (1 + rho)
+
+
+class CosinePath(GaussianPath):
+    """FM/v-CS: alpha_t = sin(pi t / 2), sigma_t = cos(pi t / 2)."""
+
+    name = "fm-cs"
+
+    def __call__(self, t) -> PathCoefficients:
+        t = _as_tensor(t)
+        a = 0.5 * math.pi
+        return PathCoefficients(torch.sin(a * t), torch.cos(a * t), a * torch.cos(a * t), -a * torch.sin(a * t))
+
+    def snr_inverse(self, rho: Tensor) -> Tensor:
+        return torch.atan(rho) / (0.5 * math.pi)
+
+
+class VPPath(GaussianPath):
+    """eps-VP (Song et al. 2020 VP SDE) in the t = 0 noise direction.
+
+    alpha_t = xi(1 - t), sigma_t = sqrt(1 - xi(1 - t)^2),
+    xi(s) = exp(-s^2 (beta_max - beta_min) / 4 - s beta_min / 2).
+    Note alpha_0 = xi(1) ~ 0.0067 (not exactly 0): the source is almost, not exactly, pure noise.
+    """
+
+    name = "eps-vp"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        self.beta_min = float(beta_min)
+        self.beta_max = float(beta_max)
+
+    def __call__(self, t) -> PathCoefficients:
+        t = _as_tensor(t)
+        s = 1 - t
+        db = self.beta_max - self.beta_min
+        xi = torch.exp(-(s**2) * db / 4 - s * self.beta_min / 2)
+        d_xi_ds = xi * (-s * db / 2 - self.beta_min / 2)
+        alpha = xi
+        d_alpha = -d_xi_ds  # ds/dt = -1
+        sigma = torch.sqrt(torch.clamp(1 - xi**2, min=1e-20))
+        d_sigma = -alpha * d_alpha / sigma
+        return PathCoefficients(alpha, sigma, d_alpha, d_sigma)
+
+    def snr_inverse(self, rho: Tensor) -> Tensor:
+        # xi = rho / sqrt(1 + rho^2); solve a s^2 + b s + log(xi) = 0 for s = 1 - t >= 0.
+        xi = rho / torch.sqrt(1 + rho**2)
+        a = (self.beta_max - self.beta_min) / 4
+        b = self.beta_min / 2
+        c = torch.log(xi)
+        s = (-b + torch.sqrt(b * b - 4 * a * c)) / (2 * a)
+        return 1 - s
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max}
+
+
+class ScaledOTPath(GaussianPath):
+    """alpha_r = r, sigma_r = sigma0 (1 - r): the BNS preconditioning target (MATH.md section 4).
+
+    sigma0 = 1 is FM-OT itself.
+    """
+
+    name = "scaled-ot"
+
+    def __init__(self, sigma0: float = 1.0):
+        if not (sigma0 > 0 and math.isfinite(sigma0)):
+            raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
+        self.sigma0 = float(sigma0)
+
+    def __call__(self, t) -> PathCoefficients:
+        t = _as_tensor(t)
+        return PathCoefficients(t, self.sigma0 * (1 - t), torch.ones_like(t), -self.sigma0 * torch.ones_like(t))
+
+    def snr_inverse(self, rho: Tensor) -> Tensor:
+        return self.sigma0 * rho / (1 + self.sigma0 * rho)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "sigma0": self.sigma0}
+
+
+class EDMPath(GaussianPath):
+    """The variance-exploding path that EDM's sampler walks (alpha = 1, sigma = sigma_EDM(r)).
+
+    sigma_EDM(r) = (sigma_max^(1/rho) + r (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho
+    (Karras et al. 2022, eq. 5 with r = i / (N - 1)). It does not reach sigma = 0 or infinity,
+    so as an ST map it covers t in [t(sigma_max), t(sigma_min)] rather than exactly [0, 1].
+    """
+
+    name = "edm"
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
+        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+
+    def __call__(self, t) -> PathCoefficients:
+        t = _as_tensor(t)
+        a, b = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
+        base = a + t * (b - a)
+        sigma = base**self.rho
+        d_sigma = self.rho * (b - a) * base ** (self.rho - 1)
+        return PathCoefficients(torch.ones_like(t), sigma, torch.zeros_like(t), d_sigma)
+
+    def snr_inverse(self, rho: Tensor) -> Tensor:
+        a, b = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
+        return ((1 / rho) ** (1 / self.rho) - a) / (b - a)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "rho": self.rho}
+
+
+_PATHS = {"fm-ot": CondOTPath, "fm-cs": CosinePath, "eps-vp": VPPath, "scaled-ot": ScaledOTPath, "edm": EDMPath}
+
+
+def get_path(spec: str | dict | GaussianPath) -> GaussianPath:
+    """A path from its name ("fm-ot", "fm-cs", "eps-vp", ...) or its `to_dict()` form."""
+    if isinstance(spec, GaussianPath):
+        return spec
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or spec.get("name") not in _PATHS:
+        raise ValueError(f"unknown Gaussian path {spec!r}; known: {sorted(_PATHS)}")
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    try:
+        return _PATHS[spec["name"]](**kwargs)
+    except TypeError as e:
+        raise ValueError(f"bad arguments for path {spec['name']!r}: {kwargs!r} ({e})") from None
+
+
+# --------------------------------------------------------------------------------------
+# Prediction type -> velocity (MATH.md section 1)
+# --------------------------------------------------------------------------------------
+
+def prediction_coefficients(path: GaussianPath, prediction: str, t: Tensor) -> tuple[Tensor, Tensor]:
+    """(beta_t, gamma_t) such that u_t(x) = beta_t x + gamma_t f_t(x)."""
+    c = path(t)
+    if prediction == "velocity":
+        return torch.zeros_like(c.alpha), torch.ones_like(c.alpha)
+    if prediction == "eps":
+        alpha = torch.clamp(c.alpha, min=1e-6)
+        return c.d_alpha / alpha, (c.d_sigma * c.alpha - c.sigma * c.d_alpha) / alpha
+    if prediction == "x1":
+        sigma = torch.clamp(c.sigma, min=1e-6)
+        return c.d_sigma / sigma, (c.d_alpha * c.sigma - c.alpha * c.d_sigma) / sigma
+    raise ValueError(f"unknown prediction type {prediction!r}; known: {PREDICTIONS}")
+
+
+def _bcast(coef: Tensor, x: Tensor) -> Tensor:
+    """Broadcast a scalar or (B,) coefficient against x of shape (B, *D)."""
+    coef = coef.to(dtype=x.dtype, device=x.device)
+    if coef.dim() == 0:
+        return coef
+    return coef.reshape(coef.shape[0], *([1] * (x.dim() - 1)))
+
+
+def velocity_from_prediction(f: VelocityFn, path: GaussianPath, prediction: str) -> VelocityFn:
+    """Turn a network f(t, x) predicting velocity, eps or x1 into a velocity field u(t, x)."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction type {prediction!r}; known: {PREDICTIONS}")
+    if prediction == "velocity":
+        return f
+
+    def u(t: Tensor, x: Tensor) -> Tensor:
+        t = _as_tensor(t, x)
+        beta, gamma = prediction_coefficients(path, prediction, t)
+        return _bcast(beta, x) * x + _bcast(gamma, x) * f(t, x)
+
+    return u
+
+
+def x1_from_velocity(path: GaussianPath, t: Tensor, x: Tensor, u: Tensor) -> Tensor:
+    """Data prediction x1_hat = (sigma u - sigma' x) / (alpha' sigma - alpha sigma')."""
+    c = path(_as_tensor(t, x))
+    den = c.d_alpha * c.sigma - c.alpha * c.d_sigma
+    return (_bcast(c.sigma / den, x) * u) - _bcast(c.d_sigma / den, x) * x
+
+
+def eps_from_velocity(path: GaussianPath, t: Tensor, x: Tensor, u: Tensor) -> Tensor:
+    """Noise prediction eps_hat = (alpha' x - alpha u) / (alpha' sigma - alpha sigma')."""
+    c = path(_as_tensor(t, x))
+    den = c.d_alpha * c.sigma - c.alpha * c.d_sigma
+    return _bcast(c.d_alpha / den, x) * x - _bcast(c.alpha / den, x) * u
+
+
+# --------------------------------------------------------------------------------------
+# Scale-time transformations (MATH.md section 2)
+# --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class STMap:
+    """A scale-time map evaluated at r: t_r, s_r and their r-derivatives dt_r, ds_r."""
+
+    t: Tensor
+    s: Tensor
+    dt: Tensor
+    ds: Tensor
+
+
+def st_transform(u: VelocityFn, st: Callable[[Tensor], STMap]) -> VelocityFn:
+    """u_bar_r(x) = (s'_r / s_r) x + t'_r s_r u_{t_r}(x / s_r)   (Bespoke eq. 16)."""
+
+    def u_bar(r: Tensor, x: Tensor) -> Tensor:
+        m = st(_as_tensor(r, x))
+        s, ds, dt = _bcast(m.s, x), _bcast(m.ds, x), _bcast(m.dt, x)
+        return (ds / s) * x + dt * s * u(m.t.to(x.dtype), x / s)
+
+    return u_bar
+
+
+def path_st_map(path: GaussianPath, target: GaussianPath, r, normalize: bool = False) -> STMap:
+    """The ST map taking `path` to `target` (Bespoke Theorem 2.3, MATH.md section 2).
+
+    t_r = rho^{-1}(rho_bar(r)), s_r = sigma_bar_r / sigma_{t_r} (= alpha_bar_r / alpha_{t_r});
+    the alpha ratio is used where sigma is small (near t = 1) for stability. With
+    normalize=True s is divided by s_0 so that s_0 = 1 (needed when target's sigma_bar_0 != 1).
+    """
+    r = _as_tensor(r)
+    cb = target(r)
+    rho_bar = cb.alpha / cb.sigma
+    t = path.snr_inverse(rho_bar).clamp(0.0, 1.0)
+    c = path(t)
+    # t'_r from d rho/dt = (alpha' sigma - alpha sigma') / sigma^2.
+    d_rho_bar = (cb.d_alpha * cb.sigma - cb.alpha * cb.d_sigma) / cb.sigma**2
+    d_rho = (c.d_alpha * c.sigma - c.alpha * c.d_sigma) / c.sigma**2
+    dt = d_rho_bar / d_rho
+    use_alpha = c.sigma < c.alpha
+    s_sig = cb.sigma / torch.where(use_alpha, torch.ones_like(c.sigma), c.sigma)
+    s_alp = cb.alpha / torch.where(use_alpha, c.alpha, torch.ones_like(c.alpha))
+    s = torch.where(use_alpha, s_alp, s_sig)
+    # s'_r: differentiate whichever ratio is used.
+    ds_sig = (cb.d_sigma * c.sigma - cb.sigma * c.d_sigma * dt) / torch.where(use_alpha, torch.ones_like(c.sigma), c.sigma**2)
+    ds_alp = (cb.d_alpha * c.alpha - cb.alpha * c.d_alpha * dt) / torch.where(use_alpha, c.alpha**2, torch.ones_like(c.alpha))
+    ds = torch.where(use_alpha, ds_alp, ds_sig)
+    if normalize:
+        s0 = path_st_map(path, target, torch.zeros((), dtype=r.dtype), normalize=False).s
+        s, ds = s / s0, ds / s0
+    return STMap(t, s, dt, ds)
+
+
+def change_of_path(u: VelocityFn, path: GaussianPath, target: GaussianPath) -> VelocityFn:
+    """The VF of the same model on `target`'s path: x_bar(r) = s_r x(t_r) (Theorem 2.3)."""
+    return st_transform(u, lambda r: path_st_map(path, target, r))

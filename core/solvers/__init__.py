@@ -1,0 +1,3 @@
+"""Solvers: classical (Butcher tableaus), dedicated Gaussian-path solvers, ground truth, learned."""
+from .base import SolveResult, StepInfo, rk_sample, rk_step, uniform_grid
+from .tableau import EULER, HEUN, MIDPOINT, RK4, TABLEAUS, ButcherTableau
