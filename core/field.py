@@ -29,10 +29,24 @@ class VelocityField:
     model_id: str = "analytic"
     guidance_scale: Optional[float] = None
     meta: dict = field(default_factory=dict)
+    module: Optional[torch.nn.Module] = None  # the network behind fn, if any (moved by .to())
 
     def __call__(self, t, x: Tensor) -> Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         return self.fn(t, x)
+
+    def to(self, device) -> "VelocityField":
+        """Move the network behind fn (if any) to `device`; analytic fields follow x anyway."""
+        if self.module is not None:
+            self.module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        if self.module is not None:
+            for p in self.module.parameters():
+                return p.device
+        return torch.device("cpu")
 
     @property
     def dim(self) -> int:
