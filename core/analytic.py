@@ -39,9 +39,10 @@ def gaussian_data_solution(path: GaussianPath, mean: Tensor, c: float, x0: Tenso
 def mixture_field(path: GaussianPath, means: Tensor, c: float, weights: Tensor | None = None) -> VelocityField:
     """Marginal VF of data = sum_k w_k N(means[k], c^2 I) on `path` (non-linear, closed form).
 
-    Given x_t, each component k is a Gaussian with E[x1 | x_t, k] known in closed form; the
-    posterior over k is a softmax of the component log-likelihoods of x_t. Then
-    u_t(x) = alpha' E[x1 | x] + sigma' E[x0 | x], E[x0 | x] = (x - alpha E[x1 | x]) / sigma.
+    Given x_t, each component k is a Gaussian with var = alpha^2 c^2 + sigma^2 and
+    E[x1 | x_t, k] = m_k + (alpha c^2 / var)(x - alpha m_k), E[x0 | x_t, k] = (sigma / var)(x - alpha m_k);
+    the posterior over k is a softmax of the component log-likelihoods of x_t. Then
+    u_t(x) = alpha' E[x1 | x] + sigma' E[x0 | x].
     means: (K, *D).
     """
     means = torch.as_tensor(means)
@@ -58,13 +59,10 @@ def mixture_field(path: GaussianPath, means: Tensor, c: float, weights: Tensor |
         diff = xf[:, None, :] - a * mu[None]  # (B, K, D)
         logits = -0.5 * (diff**2).sum(-1, keepdim=True) / var + torch.log(w.to(x)).reshape(1, K, 1)
         post = torch.softmax(logits, dim=1)  # (B, K, 1)
-        ex1_k = mu[None] + (a * c**2 / var) * diff  # E[x1 | x_t, k]
-        ex1 = (post * ex1_k).sum(1)  # (B, D)
-        a1, da1, s1, ds1 = (v.reshape(-1, 1) if v.dim() else v for v in (p.alpha, p.d_alpha, p.sigma, p.d_sigma))
-        # u = alpha' E[x1|x] + sigma' E[x0|x] with E[x0|x] = (x - alpha E[x1|x]) / sigma, written
-        # stably for sigma -> 0 as da*ex1 + ds/s (x - a ex1).
-        s_safe = torch.clamp(s1, min=1e-12)
-        out = da1 * ex1 + ds1 / s_safe * (xf - a1 * ex1)
+        ex1 = (post * (mu[None] + (a * c**2 / var) * diff)).sum(1)  # E[x1 | x_t], (B, D)
+        ex0 = (post * ((s / var) * diff)).sum(1)  # E[x0 | x_t], no division by sigma
+        da1, ds1 = (v.reshape(-1, 1) if v.dim() else v for v in (p.d_alpha, p.d_sigma))
+        out = da1 * ex1 + ds1 * ex0  # u = alpha' E[x1 | x] + sigma' E[x0 | x]
         return out.reshape(x.shape)
 
     return VelocityField(u, tuple(means.shape[1:]), path=path, data_range=2.0, model_id=f"mixture-{path.name}")

@@ -50,7 +50,7 @@ def hermite(t: Tensor, grid: Tensor, xs: Tensor, us: Tensor) -> tuple[Tensor, Te
     """Cubic Hermite interpolation of a path known at `grid` (K,) with states xs and
     derivatives us, both (K, B, *D). t: (N,) times in [grid[0], grid[-1]].
     Returns x(t) and dx/dt(t), each (N, B, *D)."""
-    k = torch.searchsorted(grid, t.detach().to(grid.dtype), right=True) - 1
+    k = torch.searchsorted(grid, t.detach().to(grid.dtype).contiguous(), right=True) - 1
     k = k.clamp(0, grid.numel() - 2)
     t0, t1 = grid[k], grid[k + 1]
     dtk = (t1 - t0).to(xs.dtype)

@@ -1,0 +1,163 @@
+"""The base of learned solvers, and saving / loading them safely.
+
+A learned solver is an `nn.Module` of raw unconstrained parameters plus `decode()`, which returns
+the readable constrained values (time grid, scales, coefficients) for plots and checkpoints.
+It is trained for one velocity field (one model, one guidance scale) and one NFE.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .. import checkpoint
+from ..checkpoint import CheckpointError
+from .base import SolveResult, StepCallback
+
+SOLVER_CLASSES: dict[str, type["LearnedSolver"]] = {}
+
+
+def register_solver(cls):
+    """Class decorator: make a LearnedSolver family loadable from checkpoints."""
+    SOLVER_CLASSES[cls.family] = cls
+    return cls
+
+
+class LearnedSolver(nn.Module):
+    """A solver with learned parameters for a fixed NFE."""
+
+    family: str = "learned"
+
+    def __init__(self, nfe: int):
+        super().__init__()
+        if int(nfe) != nfe or nfe < 1:
+            raise ValueError(f"NFE must be a positive integer, got {nfe!r}")
+        self.nfe = int(nfe)
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}@{self.nfe}"
+
+    def decode(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "LearnedSolver":
+        raise NotImplementedError
+
+    def check_nfe(self, nfe: Optional[int]) -> None:
+        if nfe is not None and nfe != self.nfe:
+            raise ValueError(f"{self.name} was trained for NFE {self.nfe}; it cannot run at NFE {nfe!r} "
+                             f"(train another solver for that NFE)")
+
+    def solve(self, field, x0: Tensor, nfe: Optional[int] = None,
+              callback: Optional[StepCallback] = None) -> SolveResult:
+        raise NotImplementedError
+
+    @property
+    def num_free_parameters(self) -> int:
+        """Degrees of freedom of the solver (the papers' parameter counts)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def assert_finite(self) -> None:
+        for name, p in self.named_parameters():
+            if not torch.isfinite(p).all():
+                raise ValueError(f"solver parameter {name!r} has non-finite values")
+
+
+def _jsonable(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def save_solver(solver: LearnedSolver, path: str | os.PathLike, field=None,
+                extra: Optional[dict[str, Any]] = None) -> str:
+    """Save parameters (float64) + config + what model it was trained for. Returns the hash."""
+    header = {
+        "family": solver.family,
+        "nfe": solver.nfe,
+        "config": solver.config(),
+        "model_id": getattr(field, "model_id", None),
+        "guidance_scale": getattr(field, "guidance_scale", None),
+        "data_shape": list(getattr(field, "data_shape", []) or []),
+        "train": _jsonable(extra or {}),
+    }
+    tensors = {k: v.detach().cpu().to(torch.float64) for k, v in solver.state_dict().items()}
+    return checkpoint.save(path, tensors, header, kind="solver")
+
+
+def solver_to_bytes(solver: LearnedSolver, field=None, extra: Optional[dict[str, Any]] = None) -> bytes:
+    """The same bytes `save_solver` writes (for downloads)."""
+    header = {
+        "family": solver.family, "nfe": solver.nfe, "config": solver.config(),
+        "model_id": getattr(field, "model_id", None),
+        "guidance_scale": getattr(field, "guidance_scale", None),
+        "data_shape": list(getattr(field, "data_shape", []) or []),
+        "train": _jsonable(extra or {}),
+    }
+    tensors = {k: v.detach().cpu().to(torch.float64) for k, v in solver.state_dict().items()}
+    return checkpoint.dumps(tensors, header, kind="solver")
+
+
+def load_solver(src, field=None, device=None) -> tuple[LearnedSolver, dict[str, Any]]:
+    """Load a learned solver from a path, bytes or file object; returns (solver, header).
+
+    With `field`, refuses a solver trained for another model or another guidance scale.
+    Raises CheckpointError with a one-line message on any problem.
+    """
+    # Make sure every family module has registered itself.
+    from . import bespoke  # noqa: F401
+    try:
+        from . import bns  # noqa: F401
+    except ImportError:
+        pass
+    tensors, header = checkpoint.load(src, kind="solver")
+    family = header.get("family")
+    if family not in SOLVER_CLASSES:
+        raise CheckpointError(f"unknown solver family {family!r} in checkpoint; known: {sorted(SOLVER_CLASSES)}")
+    cls = SOLVER_CLASSES[family]
+    try:
+        solver = cls.from_config(header.get("config") or {})
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"bad {family} solver config {header.get('config')!r}: {e}") from None
+    expected = solver.state_dict()
+    if set(expected) != set(tensors):
+        raise CheckpointError(f"solver tensors {sorted(tensors)} do not match a {family} solver's {sorted(expected)}")
+    for k, v in expected.items():
+        if tuple(tensors[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"solver tensor {k!r} has shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)} "
+                                  f"for {family} with config {header.get('config')}")
+        if not torch.isfinite(tensors[k]).all():
+            raise CheckpointError(f"solver tensor {k!r} holds non-finite values")
+    solver.load_state_dict({k: t.to(v.dtype) for k, t in tensors.items()})
+    if header.get("nfe") != solver.nfe:
+        raise CheckpointError(f"header says NFE {header.get('nfe')!r} but the config gives NFE {solver.nfe}")
+    if field is not None:
+        check_solver_matches(header, field)
+    if device is not None:
+        solver.to(device)
+    return solver, header
+
+
+def check_solver_matches(header: dict[str, Any], field) -> None:
+    """Refuse a solver trained for another model or another guidance scale."""
+    want, got = header.get("model_id"), getattr(field, "model_id", None)
+    if want is not None and got is not None and want != got:
+        raise CheckpointError(f"this solver was trained for model {str(want)[:12]}..., not for the loaded model "
+                              f"{str(got)[:12]}... (train a solver for this model)")
+    g_want, g_got = header.get("guidance_scale"), getattr(field, "guidance_scale", None)
+    if g_want is not None or g_got is not None:
+        if g_want is None or g_got is None or abs(float(g_want) - float(g_got)) > 1e-9:
+            raise CheckpointError(f"this solver was trained at guidance scale {g_want!r}; the model is used at "
+                                  f"guidance scale {g_got!r}")

@@ -1,0 +1,255 @@
+"""The training loop of learned solvers (Bespoke Algorithm 3; BNS uses the same contract).
+
+`train_solver(field, SolverSpec(...), TrainConfig(...), callback, stop_event)` builds the
+solver and its objective for the family, then `fit` runs Adam with validation, keeps the
+best-validation parameters, reports every iteration to `callback`, stops cleanly when
+`stop_event` is set (from another thread), and raises NonFiniteLossError on NaN / inf
+(the solver keeps its last good parameters).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field as dc_field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from .losses import BESPOKE_LOSSES, BespokeObjective
+from .paths import get_path, path_st_map
+from .solvers.bespoke import BespokeSolver, bespoke_from_family
+from .solvers.gt import GTPool
+
+LEARNED_FAMILIES = ("rk1-bespoke", "rk2-bespoke", "bns")
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """What solver to learn."""
+
+    family: str = "rk2-bespoke"  # "rk1-bespoke", "rk2-bespoke" or "bns"
+    nfe: int = 8  # network evaluations of the learned solver
+    lipschitz: float = 1.0  # L_tau of the RMSE-bound loss (Bespoke); the paper uses 1
+    loss: str = "rmse-bound"  # Bespoke: "rmse-bound", "local" or "final-rmse"
+    init: str = "identity"  # Bespoke: "identity" or a path name ("edm", "fm-cs", ...); BNS: a base solver
+    sigma0: float = 1.0  # BNS preconditioning source scale (1 = none on FM-OT)
+
+    def __post_init__(self):
+        if self.family not in LEARNED_FAMILIES:
+            raise ValueError(f"unknown learned solver family {self.family!r}; known: {LEARNED_FAMILIES}")
+        if not isinstance(self.nfe, int) or self.nfe < 1:
+            raise ValueError(f"NFE must be a positive integer, got {self.nfe!r}")
+        if not (math.isfinite(self.lipschitz) and self.lipschitz >= 0):
+            raise ValueError(f"L_tau must be a finite number >= 0, got {self.lipschitz!r}")
+        if not (math.isfinite(self.sigma0) and self.sigma0 > 0):
+            raise ValueError(f"sigma0 must be a positive finite number, got {self.sigma0!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train it."""
+
+    iters: int = 600  # Adam iterations
+    lr: float = 2e-3  # Adam learning rate (a public re-implementation used 2e-3)
+    lr_schedule: str = "cosine"  # "cosine" decay to 10 % or "constant"
+    batch_size: int = 256  # GT paths (Bespoke) or pairs (BNS) per iteration
+    val_every: int = 25  # validate every k iterations (and at the first and last)
+    n_train: int = 2048  # GT paths / pairs to train on, solved once
+    n_val: int = 512  # held-out noise for validation
+    gt_atol: float = 1e-5  # dopri5 tolerances of the ground truth
+    gt_rtol: float = 1e-5
+    gt_grid: int = 65  # Bespoke: dense grid of the GT path pool (Hermite interpolation between)
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    seed: int = 0  # noise, batches and initialisation
+
+    def __post_init__(self):
+        for name in ("iters", "batch_size", "val_every", "n_train", "n_val", "gt_grid"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"learning rate must be positive, got {self.lr!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+
+
+@dataclass
+class TrainEvent:
+    """What the per-iteration callback receives."""
+
+    iteration: int
+    loss: float
+    metrics: Optional[dict[str, float]]  # validation ({"rmse", "psnr"}) when run this iteration
+    params: dict[str, np.ndarray]  # the decoded solver parameters now
+    elapsed: float  # seconds since training started (GT excluded)
+    total_iters: int = 0
+
+
+@dataclass
+class TrainResult:
+    solver: Any
+    spec: SolverSpec
+    history: list[dict] = dc_field(default_factory=list)  # {"iteration", "loss", "elapsed", ["rmse", "psnr"]}
+    best: dict[str, float] = dc_field(default_factory=dict)  # best validation metrics
+    init: dict[str, float] = dc_field(default_factory=dict)  # validation metrics at initialisation
+    best_iteration: int = 0
+    stopped: bool = False  # stopped early by the stop event
+    elapsed: float = 0.0  # training seconds (GT excluded)
+    gt_seconds: float = 0.0  # seconds spent making the ground truth
+    gt_nfe: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"spec": asdict(self.spec), "best": self.best, "init": self.init,
+                "best_iteration": self.best_iteration, "stopped": self.stopped,
+                "train_seconds": round(self.elapsed, 3), "gt_seconds": round(self.gt_seconds, 3),
+                "gt_nfe": self.gt_nfe, "iterations": self.history[-1]["iteration"] if self.history else 0}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN / inf. `.result` holds the run so far; the solver keeps its last
+    good parameters."""
+
+    def __init__(self, msg: str, result: TrainResult):
+        super().__init__(msg)
+        self.result = result
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    return dev
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a < b if mode == "min" else a > b
+
+
+def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
+        callback: Optional[Callable[[TrainEvent], None]] = None,
+        stop_event: Optional[threading.Event] = None, spec: Optional[SolverSpec] = None) -> TrainResult:
+    """Adam on objective.loss; validation every cfg.val_every iterations; best kept."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.Adam(solver.parameters(), lr=cfg.lr)
+    if cfg.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(k, cfg.iters) / cfg.iters)))
+    else:
+        sched = None
+    result = TrainResult(solver, spec or SolverSpec())
+
+    def snapshot() -> dict:
+        return {k: v.detach().clone() for k, v in solver.state_dict().items()}
+
+    result.init = objective.validate(solver)
+    result.best = dict(result.init)
+    best_state, last_good = snapshot(), snapshot()
+    result.history.append({"iteration": 0, "loss": float("nan"), "elapsed": 0.0, **result.init})
+    t_start = time.perf_counter()
+    for it in range(1, cfg.iters + 1):
+        if stop_event is not None and stop_event.is_set():
+            result.stopped = True
+            break
+        loss = objective.loss(solver, gen).mean()
+        bad = None
+        if not torch.isfinite(loss):
+            bad = f"loss is {loss.item()}"
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = [p.grad for p in solver.parameters() if p.grad is not None]
+            if any(not torch.isfinite(g).all() for g in grads):
+                bad = "gradient has non-finite values"
+            else:
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(solver.parameters(), cfg.grad_clip)
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                if any(not torch.isfinite(p).all() for p in solver.parameters()):
+                    bad = "parameters became non-finite"
+        if bad is not None:
+            solver.load_state_dict(last_good)
+            result.elapsed = time.perf_counter() - t_start
+            raise NonFiniteLossError(
+                f"training diverged at iteration {it}: {bad} (lr={cfg.lr}); the solver keeps its last good "
+                f"parameters; try a smaller learning rate", result)
+        last_good = snapshot()
+        metrics = None
+        if it % cfg.val_every == 0 or it == cfg.iters:
+            metrics = objective.validate(solver)
+            if _better(metrics[objective.metric], result.best[objective.metric], objective.mode):
+                result.best, result.best_iteration, best_state = dict(metrics), it, snapshot()
+        elapsed = time.perf_counter() - t_start
+        result.history.append({"iteration": it, "loss": loss.item(), "elapsed": elapsed, **(metrics or {})})
+        if callback is not None:
+            params = {k: v.detach().cpu().numpy() for k, v in solver.decode().items()}
+            callback(TrainEvent(it, loss.item(), metrics, params, elapsed, cfg.iters))
+    solver.load_state_dict(best_state)
+    result.elapsed = time.perf_counter() - t_start
+    return result
+
+
+# -------------------------------------------------------------------------------------------
+# Families
+# -------------------------------------------------------------------------------------------
+
+def make_noise(field, n: int, seed: int, device) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return field.noise(n, generator=gen).to(device)
+
+
+def build_bespoke(field, spec: SolverSpec, cfg: TrainConfig, device):
+    """A Bespoke solver and its objective (GT path pool solved once)."""
+    if spec.loss not in BESPOKE_LOSSES:
+        raise ValueError(f"unknown Bespoke loss {spec.loss!r}; known: {BESPOKE_LOSSES}")
+    solver = bespoke_from_family(spec.family, spec.nfe)
+    if spec.init != "identity":
+        if field.path is None:
+            raise ValueError(f"init {spec.init!r} needs a model with a Gaussian path; this one has none")
+        target = get_path(spec.init)
+        solver.init_from_st(lambda r: path_st_map(field.path, target, r, normalize=True))
+    solver.to(device)
+    x0 = make_noise(field, cfg.n_train + cfg.n_val, cfg.seed, device)
+    t0 = time.perf_counter()
+    pool = GTPool.build(field, x0, n_grid=cfg.gt_grid, atol=cfg.gt_atol, rtol=cfg.gt_rtol)
+    gt_seconds = time.perf_counter() - t0
+    train, val = pool.split(cfg.n_val)
+    obj = BespokeObjective(field, train, val, spec.lipschitz, spec.loss, cfg.batch_size)
+    obj.gt_seconds, obj.gt_nfe = gt_seconds, pool.nfe
+    return solver, obj
+
+
+FAMILIES: dict[str, Callable] = {"rk1-bespoke": build_bespoke, "rk2-bespoke": build_bespoke}
+
+
+def _family_builder(family: str) -> Callable:
+    if family == "bns" and "bns" not in FAMILIES:
+        from .solvers import bns  # noqa: F401  (registers FAMILIES["bns"])
+    if family not in FAMILIES:
+        raise ValueError(f"no trainer for solver family {family!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[family]
+
+
+def train_solver(field, spec: SolverSpec, cfg: TrainConfig = TrainConfig(),
+                 callback: Optional[Callable[[TrainEvent], None]] = None,
+                 stop_event: Optional[threading.Event] = None) -> TrainResult:
+    """Build, train and return a learned solver for `field` (see module docstring)."""
+    device = resolve_device(cfg.device)
+    field.to(device)
+    torch.manual_seed(cfg.seed)
+    solver, objective = _family_builder(spec.family)(field, spec, cfg, device)
+    result = fit(solver, objective, cfg, callback, stop_event, spec=spec)
+    result.gt_seconds = getattr(objective, "gt_seconds", 0.0)
+    result.gt_nfe = getattr(objective, "gt_nfe", 0)
+    return result
