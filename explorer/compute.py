@@ -1,0 +1,204 @@
+"""What the pages compute, as plain functions over core (no streamlit, no solver maths):
+run solvers from shared noise, compare them with GT, record and project their paths, sweep NFE.
+Everything returned is numpy or plain Python, ready for explorer/figures.py and st.cache_data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from core import metrics
+from core.paths import get_path, path_st_map
+from core.solvers.gt import gt_solve
+from core.solvers.registry import BUILTIN_SOLVERS, CLASSICAL, get_solver, sample
+from core.trajectories import gt_trajectory, solver_trajectory, step_errors
+
+GT_LABEL = "GT (dopri5)"
+RK2 = "midpoint"  # the paper's RK2 baseline
+
+SOLVER_LABELS = {"euler": "RK1 (Euler)", "midpoint": "RK2 (midpoint)", "heun": "Heun", "rk4": "RK4",
+                 "ddim": "DDIM", "dpm++2m": "DPM-Solver++(2M)", "edm": "EDM (Heun)"}
+
+
+def solver_label(name: str) -> str:
+    return SOLVER_LABELS.get(name, name)
+
+
+def noise(field, n: int, seed: int) -> torch.Tensor:
+    """x0 ~ N(0, I), (n, *D), the same for a given seed, on the model's device."""
+    return field.noise(n, generator=torch.Generator().manual_seed(int(seed))).to(field.device)
+
+
+def baseline(name: str, field):
+    """A built-in solver (classical or dedicated) from core's registry."""
+    return get_solver(name, field)
+
+
+def usable_nfe(solver, nfe: int) -> Optional[int]:
+    """The largest NFE <= nfe the solver accepts (None if none in 1..nfe)."""
+    for k in range(int(nfe), 0, -1):
+        try:
+            solver.check_nfe(k)
+            return k
+        except ValueError:
+            continue
+    return None
+
+
+def available_baselines(field) -> list[str]:
+    """Built-in solvers that can run on this model (the dedicated ones need a Gaussian path)."""
+    return [n for n in BUILTIN_SOLVERS if n in CLASSICAL or field.path is not None]
+
+
+def errors_to_gt(x: torch.Tensor, gt: torch.Tensor, data_range: float) -> dict[str, float]:
+    """Mean over samples of the per-sample RMSE and PSNR (core.metrics) to the GT samples."""
+    r = metrics.rmse(x, gt.to(x.dtype))
+    p = metrics.psnr(x, gt.to(x.dtype), data_range=data_range)
+    return {"rmse": float(r.mean()), "psnr": float(p.mean())}
+
+
+@dataclass
+class Run:
+    """One solver run from shared noise."""
+
+    label: str
+    nfe: int
+    x: np.ndarray  # (N, *D)
+    rmse: float = float("nan")
+    psnr: float = float("nan")
+
+
+@torch.no_grad()
+def compare_samples(field, runs: list[tuple[str, object, Optional[int]]], n: int, seed: int,
+                    gt_atol: float = 1e-5) -> list[Run]:
+    """GT first, then each (label, solver, nfe) from the same noise, with RMSE/PSNR to GT."""
+    x0 = noise(field, n, seed)
+    gt = gt_solve(field, x0, atol=gt_atol, rtol=gt_atol)
+    out = [Run(GT_LABEL, gt.nfe, gt.x.cpu().numpy(), 0.0, float("inf"))]
+    for label, solver, nfe in runs:
+        res = sample(solver, field, x0, nfe)
+        out.append(Run(label, res.nfe, res.x.cpu().numpy(), **errors_to_gt(res.x, gt.x, field.data_range)))
+    return out
+
+
+@dataclass
+class PathRun:
+    """A solver's path: step times (K,), states projected on the GT paths' first two PCA
+    components (K, B, 2), the raw states for 2-D models (else None), and the mean RMSE to the
+    GT path at each step point (K,)."""
+
+    label: str
+    nfe: int
+    times: np.ndarray
+    proj: np.ndarray
+    xy: Optional[np.ndarray]
+    errors: np.ndarray
+
+
+@dataclass
+class PathsBundle:
+    gt: PathRun  # dense GT path (its `errors` are zeros)
+    runs: list[PathRun] = dc_field(default_factory=list)
+    explained: tuple[float, float] = (float("nan"), float("nan"))  # PCA explained variance ratios
+
+
+@torch.no_grad()
+def compare_paths(field, runs: list[tuple[str, object, Optional[int]]], n: int, seed: int,
+                  n_dense: int = 41, gt_atol: float = 1e-5) -> PathsBundle:
+    """Paths of GT and of each solver from the same noise, and their PCA projection.
+
+    The PCA (scikit-learn) is fitted on the dense GT path states of all samples, so every
+    curve lives in the plane where the GT paths vary most.
+    """
+    from sklearn.decomposition import PCA  # imported here: scikit-learn takes seconds to import
+
+    x0 = noise(field, n, seed)
+    trajs = [(label, solver_trajectory(solver, field, x0, nfe)) for label, solver, nfe in runs]
+    dense = torch.linspace(0, 1, n_dense, dtype=torch.float64)
+    all_times = torch.cat([dense] + [t.times for _, t in trajs])
+    gt_all = gt_trajectory(field, x0, all_times, atol=gt_atol, rtol=gt_atol)
+    flat = lambda xs: xs.reshape(xs.shape[0] * xs.shape[1], -1).cpu().double().numpy()  # (K*B, D)
+    gt_dense = gt_all.xs[:n_dense]  # (K, B, *D)
+    pca = PCA(n_components=2).fit(flat(gt_dense))
+    is_2d = tuple(field.data_shape) == (2,)
+
+    def project(xs: torch.Tensor) -> np.ndarray:
+        K, B = xs.shape[:2]
+        return pca.transform(flat(xs)).reshape(K, B, 2)
+
+    def raw(xs: torch.Tensor) -> Optional[np.ndarray]:
+        return xs.cpu().double().numpy() if is_2d else None
+
+    gt_run = PathRun(GT_LABEL, gt_all.nfe, dense.numpy(), project(gt_dense), raw(gt_dense), np.zeros(n_dense))
+    bundle = PathsBundle(gt_run, explained=tuple(float(v) for v in pca.explained_variance_ratio_[:2]))
+    start = n_dense
+    for label, traj in trajs:
+        k = traj.times.numel()
+        gt_here = type(traj)(traj.times, gt_all.xs[start:start + k], gt_all.nfe)
+        start += k
+        err = step_errors(traj, gt_here).cpu().double().numpy()
+        bundle.runs.append(PathRun(label, traj.nfe, traj.times.numpy(), project(traj.xs), raw(traj.xs), err))
+    return bundle
+
+
+@torch.no_grad()
+def benchmark(field, names: list[str], nfes: list[int], learned: list[tuple[str, object]], n: int, seed: int,
+              progress: Optional[Callable[[float, str], None]] = None,
+              stop: Optional[Callable[[], bool]] = None, gt_atol: float = 1e-5) -> list[dict]:
+    """Error to GT vs NFE: every built-in solver in `names` at every NFE it accepts in `nfes`,
+    and every learned solver at its own NFE. Rows: {"solver", "kind", "nfe", "rmse", "psnr"}."""
+    x0 = noise(field, n, seed)
+    gt = gt_solve(field, x0, atol=gt_atol, rtol=gt_atol)
+    tasks = []
+    for name in names:
+        solver = baseline(name, field)
+        for nfe in sorted(set(nfes)):
+            try:
+                solver.check_nfe(nfe)
+            except ValueError:
+                continue
+            tasks.append((solver_label(name), "built-in", solver, nfe))
+    tasks += [(label, "learned", solver, solver.nfe) for label, solver in learned]
+    rows = [{"solver": GT_LABEL, "kind": "GT", "nfe": gt.nfe, "rmse": 0.0, "psnr": float("inf")}]
+    for k, (label, kind, solver, nfe) in enumerate(tasks):
+        if stop is not None and stop():
+            break
+        if progress is not None:
+            progress(k / max(len(tasks), 1), f"{label} at NFE {nfe}")
+        res = sample(solver, field, x0, nfe)
+        rows.append({"solver": label, "kind": kind, "nfe": res.nfe, **errors_to_gt(res.x, gt.x, field.data_range)})
+    return rows
+
+
+REFERENCE_TARGETS = {"EDM schedule": "edm", "cosine path": "fm-cs"}
+
+
+def reference_maps(field, n: int = 101) -> dict[str, dict[str, np.ndarray]]:
+    """The identity map and the ST maps that take the model's path to the dedicated schedules
+    (EDM's, the cosine path's), normalised to s_0 = 1 (core.paths.path_st_map, Theorem 2.3).
+    name -> {"r", "t", "dt", "s", "ds"}, each (n,). A map that is not finite is left out."""
+    r = torch.linspace(0, 1, n, dtype=torch.float64)
+    out = {"identity": {"r": r.numpy(), "t": r.numpy(), "dt": np.ones(n), "s": np.ones(n), "ds": np.zeros(n)}}
+    if field.path is None:
+        return out
+    for name, target in REFERENCE_TARGETS.items():
+        if target == field.path.name:
+            continue
+        m = path_st_map(field.path, get_path(target), r, normalize=True)
+        curves = {"r": r.numpy(), **{k: getattr(m, k).detach().double().numpy() for k in ("t", "dt", "s", "ds")}}
+        if all(np.isfinite(v).all() for v in curves.values()):
+            out[name] = curves
+    return out
+
+
+def is_st_params(params: dict) -> bool:
+    """Whether decoded solver parameters describe a scale-time map (Bespoke)."""
+    return {"r", "t", "dt", "s", "ds"} <= set(params)
+
+
+def to_numpy_params(decoded: dict) -> dict[str, np.ndarray]:
+    """A learned solver's decode() as float64 numpy arrays (for plots and caching)."""
+    return {k: v.detach().cpu().double().numpy() for k, v in decoded.items()}

@@ -1,0 +1,302 @@
+"""Pure plotly figure builders: numpy in, `go.Figure` out, no streamlit (unit-tested).
+
+Conventions: GT is black, the RK2 baseline orange, learned solvers blue/green; axes name
+their quantity and unit; every figure has a legend or titled panels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TEMPLATE = "plotly_white"
+PALETTE = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+FIXED_COLORS = {"GT (dopri5)": "#111111", "RK2 (midpoint)": "#ff7f0e", "identity": "#7f7f7f"}
+
+
+def color_for(label: str, i: int) -> str:
+    return FIXED_COLORS.get(label, PALETTE[i % len(PALETTE)])
+
+
+def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.0, xanchor="left"), height=height,
+                      margin=dict(l=60, r=20, t=60, b=50),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
+    return fig
+
+
+def _finite(v) -> np.ndarray:
+    a = np.asarray(v, dtype=float)
+    return np.where(np.isfinite(a), a, np.nan)
+
+
+# ------------------------------------------------------------------------------------------
+# Model page
+# ------------------------------------------------------------------------------------------
+
+def path_coefficients(t: np.ndarray, alpha: np.ndarray, sigma: np.ndarray, name: str) -> go.Figure:
+    """alpha_t and sigma_t of the model's Gaussian path x_t = alpha_t x1 + sigma_t x0."""
+    fig = go.Figure()
+    fig.add_scatter(x=t, y=alpha, name="alpha_t (data weight)", line=dict(color="#1f77b4"))
+    fig.add_scatter(x=t, y=sigma, name="sigma_t (noise weight)", line=dict(color="#ff7f0e"))
+    fig.update_xaxes(title="time t (0 = noise, 1 = data)")
+    fig.update_yaxes(title="coefficient")
+    return _layout(fig, f"Gaussian path: {name}", height=320)
+
+
+def scatter_2d(panels: Mapping[str, np.ndarray], title: str, subtitles: Optional[Mapping[str, str]] = None,
+               max_points: int = 2000) -> go.Figure:
+    """One scatter panel per entry: points (N, 2). Shared axes so the panels compare."""
+    names = list(panels)
+    titles = [f"{n}<br><sup>{subtitles[n]}</sup>" if subtitles and n in subtitles else n for n in names]
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=titles, shared_xaxes=True, shared_yaxes=True,
+                        horizontal_spacing=0.03)
+    for i, n in enumerate(names):
+        x = np.asarray(panels[n])[:max_points]
+        fig.add_scattergl(x=x[:, 0], y=x[:, 1], mode="markers", name=n, row=1, col=i + 1,
+                          marker=dict(size=3, color=color_for(n, i), opacity=0.6))
+    fig.update_xaxes(title="x<sub>1</sub>", scaleanchor=None)
+    fig.update_yaxes(title="x<sub>2</sub>", col=1)
+    fig.update_layout(showlegend=False)
+    return _layout(fig, title, height=380)
+
+
+def _tile(images: np.ndarray, cols: int) -> np.ndarray:
+    """(N, C, H, W) -> one (rows*H + gaps, cols*W + gaps) grayscale mosaic (first channel)."""
+    imgs = np.asarray(images)[:, 0]
+    n, h, w = imgs.shape
+    rows = math.ceil(n / cols)
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        out[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = imgs[k]
+    return out
+
+
+def image_grids(panels: Mapping[str, np.ndarray], title: str, subtitles: Optional[Mapping[str, str]] = None,
+                cols: int = 4, value_range: tuple[float, float] = (-1.0, 1.0)) -> go.Figure:
+    """One image mosaic per entry: images (N, C, H, W) with values in value_range."""
+    names = list(panels)
+    titles = [f"{n}<br><sup>{subtitles[n]}</sup>" if subtitles and n in subtitles else n for n in names]
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=titles, horizontal_spacing=0.02)
+    for i, n in enumerate(names):
+        fig.add_heatmap(z=_tile(panels[n], cols)[::-1], colorscale="gray_r", zmin=value_range[0],
+                        zmax=value_range[1], showscale=False, name=n, row=1, col=i + 1,
+                        hovertemplate="pixel value %{z:.2f}<extra>" + n + "</extra>")
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x")
+    for i in range(2, len(names) + 1):
+        fig.update_yaxes(scaleanchor=f"x{i}", row=1, col=i)
+    fig.update_layout(showlegend=False)
+    return _layout(fig, title, height=360)
+
+
+# ------------------------------------------------------------------------------------------
+# Train page
+# ------------------------------------------------------------------------------------------
+
+def training_curves(history: Sequence[Mapping[str, float]], total_iters: Optional[int] = None) -> go.Figure:
+    """Training loss per iteration and validation RMSE / PSNR (to GT) where validated."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("training loss", "validation RMSE to GT",
+                                                         "validation PSNR to GT"), horizontal_spacing=0.08)
+    it = np.array([h["iteration"] for h in history], dtype=float)
+    loss = _finite([h.get("loss", np.nan) for h in history])
+    fig.add_scatter(x=it, y=loss, mode="lines", name="loss", line=dict(color="#1f77b4"), row=1, col=1)
+    val = [h for h in history if "rmse" in h]
+    v_it = np.array([h["iteration"] for h in val], dtype=float)
+    fig.add_scatter(x=v_it, y=_finite([h["rmse"] for h in val]), mode="lines+markers", name="val RMSE",
+                    line=dict(color="#d62728"), row=1, col=2)
+    fig.add_scatter(x=v_it, y=_finite([h["psnr"] for h in val]), mode="lines+markers", name="val PSNR",
+                    line=dict(color="#2ca02c"), row=1, col=3)
+    if len(loss) and np.nanmin(np.where(np.isfinite(loss), loss, np.inf)) > 0:
+        fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_yaxes(title="loss", row=1, col=1)
+    fig.update_yaxes(title="RMSE (data units)", row=1, col=2)
+    fig.update_yaxes(title="PSNR (dB)", row=1, col=3)
+    xr = [0, total_iters] if total_iters else None
+    fig.update_xaxes(title="iteration", range=xr)
+    return _layout(fig, "Training", height=330)
+
+
+# ------------------------------------------------------------------------------------------
+# Schedules
+# ------------------------------------------------------------------------------------------
+
+ScheduleCurves = Mapping[str, Mapping[str, np.ndarray]]  # name -> {"r", "t", "dt", "s", "ds"}
+
+
+def st_schedule(curves: ScheduleCurves, learned: Sequence[str] = (), title: str = "Scale-time map") -> go.Figure:
+    """t_r, t'_r, s_r, s'_r against r for each named map; learned maps get markers at their nodes
+    (dt and ds are known at the nodes 0..M-1, t and s at 0..M)."""
+    fig = make_subplots(rows=2, cols=2, subplot_titles=("time t_r", "time derivative t'_r",
+                                                        "scale s_r", "scale derivative s'_r"),
+                        vertical_spacing=0.14, horizontal_spacing=0.09)
+    for i, (name, c) in enumerate(curves.items()):
+        color = color_for(name, i)
+        is_learned = name in learned
+        mode = "lines+markers" if is_learned else "lines"
+        dash = None if is_learned else "dash"
+        r = np.asarray(c["r"])
+        for k, (key, row, col) in enumerate((("t", 1, 1), ("dt", 1, 2), ("s", 2, 1), ("ds", 2, 2))):
+            y = np.asarray(c[key])
+            fig.add_scatter(x=r[: len(y)], y=_finite(y), mode=mode, name=name, legendgroup=name,
+                            showlegend=(k == 0), line=dict(color=color, dash=dash, width=3 if is_learned else 2),
+                            marker=dict(size=7), row=row, col=col)
+    fig.update_xaxes(title="r (solver time)")
+    fig.update_yaxes(title="t", row=1, col=1)
+    fig.update_yaxes(title="dt/dr", row=1, col=2)
+    fig.update_yaxes(title="s", row=2, col=1)
+    fig.update_yaxes(title="ds/dr", row=2, col=2)
+    return _layout(fig, title, height=620)
+
+
+def equivalent_path(r: np.ndarray, alpha_bar: np.ndarray, sigma_bar: np.ndarray, alpha: np.ndarray,
+                    sigma: np.ndarray, model_path: str) -> go.Figure:
+    """The Gaussian path a Bespoke solver's ST map is equivalent to, next to the model's own path,
+    and the log-SNR of both."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("path coefficients", "log SNR log(alpha/sigma)"),
+                        horizontal_spacing=0.1)
+    fig.add_scatter(x=r, y=alpha_bar, mode="lines+markers", name="alpha_bar_r (solver)", line=dict(color="#1f77b4"),
+                    row=1, col=1)
+    fig.add_scatter(x=r, y=sigma_bar, mode="lines+markers", name="sigma_bar_r (solver)", line=dict(color="#ff7f0e"),
+                    row=1, col=1)
+    fig.add_scatter(x=r, y=alpha, mode="lines", name=f"alpha_t ({model_path})",
+                    line=dict(color="#1f77b4", dash="dash"), row=1, col=1)
+    fig.add_scatter(x=r, y=sigma, mode="lines", name=f"sigma_t ({model_path})",
+                    line=dict(color="#ff7f0e", dash="dash"), row=1, col=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr_bar = np.log(np.asarray(alpha_bar) / np.asarray(sigma_bar))
+        snr = np.log(np.asarray(alpha) / np.asarray(sigma))
+    fig.add_scatter(x=r, y=_finite(snr_bar), mode="lines+markers", name="solver's path", line=dict(color="#2ca02c"),
+                    row=1, col=2)
+    fig.add_scatter(x=r, y=_finite(snr), mode="lines", name=f"model path {model_path}",
+                    line=dict(color="#7f7f7f", dash="dash"), row=1, col=2)
+    fig.update_xaxes(title="r (solver time; t = r for the model's path)")
+    fig.update_yaxes(title="coefficient", row=1, col=1)
+    fig.update_yaxes(title="log SNR", row=1, col=2)
+    return _layout(fig, "The Gaussian path the solver is equivalent to (Theorem 2.3)", height=380)
+
+
+def time_grid(grids: Mapping[str, np.ndarray], title: str = "Time grid") -> go.Figure:
+    """Step times t_i against step index i, one line per solver (uniform = the diagonal)."""
+    fig = go.Figure()
+    for i, (name, t) in enumerate(grids.items()):
+        t = np.asarray(t)
+        fig.add_scatter(x=np.arange(len(t)), y=t, mode="lines+markers", name=name, line=dict(color=color_for(name, i)))
+    fig.update_xaxes(title="step index i")
+    fig.update_yaxes(title="time t_i", range=[-0.02, 1.02])
+    return _layout(fig, title, height=340)
+
+
+def coefficient_heatmaps(mats: Mapping[str, np.ndarray], title: str) -> go.Figure:
+    """One heatmap per coefficient matrix (rows = steps); NaN cells (unused) are blank."""
+    names = list(mats)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.12)
+    for i, n in enumerate(names):
+        m = np.asarray(mats[n], dtype=float)
+        if m.ndim == 1:
+            m = m[:, None]
+        fig.add_heatmap(z=m, colorscale="RdBu", zmid=0.0, name=n, row=1, col=i + 1,
+                        colorbar=dict(x=(i + 1) / len(names) - 0.02, len=0.8, thickness=10),
+                        hovertemplate="row %{y}, column %{x}: %{z:.4g}<extra>" + n + "</extra>")
+        fig.update_yaxes(autorange="reversed", title="step i", row=1, col=i + 1)
+        fig.update_xaxes(title="term j", row=1, col=i + 1)
+    return _layout(fig, title, height=380)
+
+
+# ------------------------------------------------------------------------------------------
+# Paths
+# ------------------------------------------------------------------------------------------
+
+PathSeries = Mapping[str, Mapping[str, np.ndarray]]  # label -> {"times": (K,), "pts": (K, B, 2)}
+
+
+def paths_plane(series: PathSeries, gt_label: str, title: str, axis_titles: tuple[str, str]) -> go.Figure:
+    """Sampling paths in a plane: GT as thin lines, each solver as lines with its step points
+    marked; end points (samples) as bigger markers. pts: (K, B, 2)."""
+    fig = go.Figure()
+    for i, (name, s) in enumerate(series.items()):
+        pts = np.asarray(s["pts"])
+        K, B = pts.shape[:2]
+        color = color_for(name, i)
+        # One trace per solver: the B paths joined with None gaps (fast and one legend entry).
+        xs = np.concatenate([np.append(pts[:, b, 0], np.nan) for b in range(B)])
+        ys = np.concatenate([np.append(pts[:, b, 1], np.nan) for b in range(B)])
+        is_gt = name == gt_label
+        fig.add_scatter(x=xs, y=ys, name=name, legendgroup=name, mode="lines" if is_gt else "lines+markers",
+                        line=dict(color=color, width=1.5 if is_gt else 2, dash=None if is_gt else "solid"),
+                        marker=dict(size=6, symbol="circle"), hoverinfo="skip")
+        fig.add_scatter(x=pts[-1, :, 0], y=pts[-1, :, 1], mode="markers", name=f"{name}: samples",
+                        legendgroup=name, showlegend=False,
+                        marker=dict(size=11 if is_gt else 9, color=color, symbol="star" if is_gt else "x"),
+                        hovertemplate=name + " sample<extra></extra>")
+    fig.add_scatter(x=np.asarray(next(iter(series.values()))["pts"])[0, :, 0],
+                    y=np.asarray(next(iter(series.values()))["pts"])[0, :, 1], mode="markers", name="noise x0",
+                    marker=dict(size=8, color="#bbbbbb", line=dict(color="#555", width=1)))
+    fig.update_xaxes(title=axis_titles[0])
+    fig.update_yaxes(title=axis_titles[1])
+    return _layout(fig, title, height=520)
+
+
+def step_errors(errors: Mapping[str, Mapping[str, np.ndarray]]) -> go.Figure:
+    """Mean RMSE to the GT path at each step point, against time t."""
+    fig = go.Figure()
+    for i, (name, e) in enumerate(errors.items()):
+        fig.add_scatter(x=np.asarray(e["times"]), y=_finite(e["errors"]), mode="lines+markers", name=name,
+                        line=dict(color=color_for(name, i + 1)))
+    fig.update_xaxes(title="time t of the step point")
+    fig.update_yaxes(title="RMSE to the GT path (data units)")
+    return _layout(fig, "Error to GT at every step point", height=340)
+
+
+# ------------------------------------------------------------------------------------------
+# Ablations and benchmark
+# ------------------------------------------------------------------------------------------
+
+def sweep(rows: Sequence[Mapping[str, float]], param: str, param_title: str, log_x: bool = False) -> go.Figure:
+    """Final validation RMSE and PSNR of each run against the swept value (init as a reference)."""
+    rows = sorted(rows, key=lambda r: r[param])
+    x = np.array([r[param] for r in rows], dtype=float)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("RMSE to GT (lower is better)", "PSNR to GT (higher is better)"),
+                        horizontal_spacing=0.1)
+    for col, key, unit in ((1, "rmse", "RMSE (data units)"), (2, "psnr", "PSNR (dB)")):
+        fig.add_scatter(x=x, y=_finite([r[key] for r in rows]), mode="lines+markers", name=f"trained ({key.upper()})",
+                        legendgroup="trained", showlegend=(col == 1), line=dict(color="#1f77b4"),
+                        marker=dict(size=9), row=1, col=col)
+        if all(f"init_{key}" in r for r in rows):
+            fig.add_scatter(x=x, y=_finite([r[f"init_{key}"] for r in rows]), mode="lines+markers",
+                            name="at initialisation", legendgroup="init", showlegend=(col == 1),
+                            line=dict(color="#7f7f7f", dash="dash"), row=1, col=col)
+        fig.update_yaxes(title=unit, row=1, col=col)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_xaxes(title=param_title, type="log" if log_x else "linear")
+    return _layout(fig, f"Ablation over {param_title}", height=380)
+
+
+def benchmark(rows: Sequence[Mapping[str, float]], gt_label: str = "GT (dopri5)") -> go.Figure:
+    """Error to GT against NFE for every solver (log-log RMSE, log-x PSNR): the papers' Figure 5."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("RMSE to GT vs NFE", "PSNR to GT vs NFE"),
+                        horizontal_spacing=0.1)
+    solvers = [s for s in dict.fromkeys(r["solver"] for r in rows) if s != gt_label]
+    for i, s in enumerate(solvers):
+        rs = sorted((r for r in rows if r["solver"] == s), key=lambda r: r["nfe"])
+        learned = rs[0].get("kind") == "learned"
+        for col, key in ((1, "rmse"), (2, "psnr")):
+            fig.add_scatter(x=[r["nfe"] for r in rs], y=_finite([r[key] for r in rs]), name=s, legendgroup=s,
+                            showlegend=(col == 1), mode="lines+markers",
+                            line=dict(color=color_for(s, i), dash=None if learned else "solid", width=2),
+                            marker=dict(size=13 if learned else 7, symbol="star" if learned else "circle"),
+                            row=1, col=col)
+    fig.update_xaxes(title="NFE (network evaluations)", type="log")
+    fig.update_yaxes(title="RMSE (data units)", type="log", row=1, col=1)
+    fig.update_yaxes(title="PSNR (dB)", row=1, col=2)
+    return _layout(fig, "Error vs NFE (learned solvers are stars)", height=460)
+
+
+def trace_names(fig: go.Figure) -> list[str]:
+    """Names of a figure's traces (for tests and the app's own checks)."""
+    return [t.name for t in fig.data]

@@ -1,0 +1,187 @@
+"""Train: learn a Bespoke or BNS solver for the current model, live, in the background."""
+import dataclasses
+import hashlib
+
+import streamlit as st
+
+from core.checkpoint import CheckpointError
+from core.solvers.learned import load_solver
+from core.train import LEARNED_FAMILIES, SolverSpec, TrainConfig
+from explorer import compute, figures, jobs, state, ui, workers
+from explorer.models import MAX_UPLOAD_MB
+
+FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler on a learned scale-time path)",
+                 "rk2-bespoke": "RK2-Bespoke (midpoint on a learned scale-time path)",
+                 "bns": "BNS (Bespoke Non-Stationary: learned time grid + multistep coefficients)"}
+BESPOKE_INITS = ("identity", "fm-cs", "edm")
+BNS_INITS = ("euler", "midpoint")
+
+ui.header(
+    "Train a solver",
+    "A **Bespoke** solver runs a classical RK method on a *transformed* sampling path "
+    "$\\bar x(r) = s_r\\, x(t_r)$, whose time change $t_r$ and scale $s_r$ are learned for this model "
+    "(a few dozen numbers). It keeps the base method's order (Theorem 2.2). Training minimises an upper "
+    "bound on the error to the GT sample, built from the local errors $d_i$ weighted by Lipschitz "
+    "factors $M_i$ that depend on $L_\\tau$. A **BNS** solver learns a time grid and, at every step, its "
+    "own linear combination of the start point and all velocities so far, trained on the PSNR to GT.",
+    r"\bar u_r(x) = \frac{\dot s_r}{s_r}\,x + \dot t_r\, s_r\, u_{t_r}\!\left(\frac{x}{s_r}\right),\qquad "
+    r"\mathcal L_{\mathrm{RMSE\text{-}B}} = \mathbb E_{x_0} \sum_{i=1}^{n} M_i\, d_i,\qquad "
+    r"x_{i+1}^{\mathrm{BNS}} = a_i x_0 + \sum_{j\le i} b_{ij}\, u_{t_j}(x_j)",
+    "train RK2-Bespoke at NFE 8 and watch t_r bend away from the identity (the diagonal) where the "
+    "model's paths curve; then compare it with RK2 on the Samples and Paths pages.",
+)
+
+field = state.current_field()
+model_key = state.field_key()
+
+# --- The form ------------------------------------------------------------------------------
+c1, c2, c3, c4 = st.columns(4)
+with c1:
+    family = st.selectbox("Solver family", LEARNED_FAMILIES, key=state.kept("train.family", "rk2-bespoke"),
+                          format_func=lambda f: FAMILY_LABELS.get(f, f))
+    nfe = st.number_input("NFE (network evaluations)", 1, 64, step=1, key=state.kept("train.nfe", 8),
+                          help="RK2-Bespoke uses 2 evaluations per step, so its NFE must be even.")
+with c2:
+    is_bns = family == "bns"
+    if is_bns:
+        sigma0 = st.number_input("sigma0 (BNS preconditioning)", 0.05, 100.0, step=0.5,
+                                 key=state.kept("train.sigma0", 1.0),
+                                 help="The NS solver runs on the path alpha_r = r, sigma_r = sigma0 (1 - r) "
+                                      "(a reconstruction of the paper's preconditioning; 1 = none on FM-OT).")
+        init_options = BNS_INITS
+    else:
+        lipschitz = st.number_input("L_tau (Lipschitz constant in the loss)", 0.0, 50.0, step=0.5,
+                                    key=state.kept("train.lipschitz", 1.0),
+                                    help="Weights M_i of the local errors; the paper uses 1.")
+        init_options = BESPOKE_INITS
+    init_key = state.kept(f"train.init.{'bns' if is_bns else 'bespoke'}", init_options[0])
+    if st.session_state[init_key] not in init_options:
+        st.session_state[init_key] = init_options[0]
+    init = st.selectbox("Initialisation", init_options, key=init_key,
+                        help="identity = the base RK solver itself; a path name = the ST map to that path "
+                             "(e.g. EDM's schedule); for BNS, the base solver it starts as.")
+with c3:
+    lr = st.number_input("Learning rate (Adam)", 1e-5, 1.0, step=1e-3, format="%.4f", key=state.kept("train.lr", 2e-3))
+    iters = st.number_input("Iterations", 1, 20000, step=50, key=state.kept("train.iters", 300))
+with c4:
+    with st.expander("Budget"):
+        batch = st.number_input("Batch size", 8, 4096, step=64, key=state.kept("train.batch", 256))
+        n_train = st.number_input("GT paths to train on", 16, 20000, step=256, key=state.kept("train.n_train", 1024))
+        n_val = st.number_input("Validation samples", 8, 4096, step=64, key=state.kept("train.n_val", 256))
+        val_every = st.number_input("Validate every", 1, 1000, step=5, key=state.kept("train.val_every", 10))
+        seed = st.number_input("Seed", 0, 10_000, step=1, key=state.kept("train.seed", 0))
+
+if st.button("Train", type="primary", key="train.start", icon=":material/play_arrow:"):
+    try:
+        spec = SolverSpec(family=family, nfe=int(nfe), init=init,
+                          **({"sigma0": float(sigma0)} if is_bns else {"lipschitz": float(lipschitz)}))
+        cfg = TrainConfig(iters=int(iters), lr=float(lr), batch_size=int(batch), n_train=int(n_train),
+                          n_val=int(n_val), val_every=int(val_every), seed=int(seed))
+        if family == "rk2-bespoke" and spec.nfe % 2:
+            raise ValueError(f"RK2-Bespoke uses 2 evaluations per step, so its NFE must be even; got {spec.nfe}")
+    except ValueError as e:
+        ui.show_error(str(e))
+    else:
+        job = jobs.Job("train", f"{family} NFE {spec.nfe}", model_key=model_key,
+                       params={"spec": dataclasses.asdict(spec), "cfg": dataclasses.asdict(cfg),
+                               "model_id": field.model_id, "guidance": field.guidance_scale})
+        state.add_job(jobs.start(job, workers.train_job(field, spec, cfg)))
+        st.session_state["train.focus"] = job.id
+
+# --- Live view of the focused run ------------------------------------------------------------
+train_jobs = state.session_jobs("train", model_key)
+if train_jobs:
+    by_id = {j.id: j for j in train_jobs}
+    focus_id = st.session_state.get("train.focus")
+    if focus_id not in by_id:
+        focus_id = train_jobs[-1].id
+    if len(train_jobs) > 1:
+        focus_id = st.selectbox("Run", [j.id for j in train_jobs][::-1], index=0 if focus_id == train_jobs[-1].id
+                                else [j.id for j in train_jobs][::-1].index(focus_id),
+                                format_func=lambda i: f"run {i}: {by_id[i].label} ({by_id[i].status})",
+                                key=f"train.run_pick.{len(train_jobs)}")
+        st.session_state["train.focus"] = focus_id
+    job = by_id[focus_id]
+    references = compute.reference_maps(field, 51)
+
+    @st.fragment(run_every=0.25 if not job.is_finished else None)
+    def live(job=job):
+        if job.is_finished and not job.harvested:
+            state.harvest()
+            st.rerun()
+        cols = st.columns([4, 1])
+        with cols[0]:
+            st.progress(job.progress, text=f"Run {job.id} · {job.label} · **{job.status}** · {job.message} · "
+                                            f"{job.elapsed:.1f} s")
+        with cols[1]:
+            if not job.is_finished and st.button("Stop", key=f"train.stop.{job.id}", icon=":material/stop:",
+                                                 help="Stop now and keep the best solver so far"):
+                job.stop.set()
+        if job.error:
+            ui.show_error(f"Training failed: {job.error}")
+        hist = list(job.history)
+        if hist:
+            st.plotly_chart(figures.training_curves(hist, int(job.params["cfg"]["iters"])), key="train.curves")
+            last_val = [h for h in hist if "rmse" in h]
+            if last_val:
+                v = last_val[-1]
+                st.caption(f"Latest validation at iteration {v['iteration']}: {ui.metric_line(v['rmse'], v['psnr'])}")
+        params = dict(job.latest)
+        if params and compute.is_st_params(params):
+            curves = {"learned (now)": params, **references}
+            st.plotly_chart(figures.st_schedule(curves, learned=("learned (now)",),
+                                                title="The solver's scale-time map right now"), key="train.schedule")
+        elif params and "time_grid" in params:
+            st.plotly_chart(figures.time_grid({"learned (now)": params["time_grid"]}), key="train.schedule")
+
+    live()
+
+# --- The session's solvers -------------------------------------------------------------------
+st.subheader("Solvers in this session")
+rows = state.solvers(field)
+if rows:
+    st.dataframe([{"solver": r.label, "family": r.family, "NFE": r.solver.nfe, "best RMSE": r.best.get("rmse"),
+                   "best PSNR (dB)": r.best.get("psnr"), "free parameters": r.solver.num_free_parameters,
+                   "source": r.source, "note": r.note} for r in rows], hide_index=True, key="train.solvers")
+    by_id = {r.id: r for r in rows}
+    pick = st.selectbox("Solver", list(by_id)[::-1], format_func=lambda i: by_id[i].label, key="train.solver_pick")
+    d1, d2 = st.columns(2)
+    with d1:
+        st.download_button("Download (.safetensors)", by_id[pick].to_bytes(field),
+                           file_name=f"{by_id[pick].family}_nfe{by_id[pick].solver.nfe}_{by_id[pick].digest[:8]}.safetensors",
+                           mime="application/octet-stream", key="train.download", on_click="ignore",
+                           icon=":material/download:")
+    with d2:
+        if st.button("Remove from the list", key="train.remove", icon=":material/delete:"):
+            state.remove_solver(pick)
+            st.rerun()
+else:
+    st.caption("None yet for this model: press Train above, or upload a solver saved earlier.")
+
+up = st.file_uploader(f"Upload a solver saved earlier (.safetensors, at most {MAX_UPLOAD_MB} MB)",
+                      max_upload_size=MAX_UPLOAD_MB, key="train.upload")
+if up is not None:
+    raw = up.getvalue()
+    digest = hashlib.sha256(raw).hexdigest()
+    seen = st.session_state.setdefault("train.uploaded", {})
+    if digest not in seen:
+        try:
+            solver, header = load_solver(raw, field=field)
+        except (CheckpointError, ValueError) as e:
+            seen[digest] = str(e)
+        else:
+            extra = header.get("train") or {}
+            best = extra.get("best") if isinstance(extra.get("best"), dict) else {}
+            state.add_solver(state.SolverEntry(f"#{len(state.solvers()) + 1} uploaded {up.name}", solver,
+                                               field.model_id, field.guidance_scale, "uploaded", spec=header,
+                                               best=best))
+            seen[digest] = ""
+            st.rerun()
+    if seen[digest]:
+        ui.show_error(f"Could not use {up.name!r}: {seen[digest]}")
+
+others = [j for j in state.session_jobs("train") if j.model_key != model_key]
+if others:
+    with st.expander(f"{len(others)} run(s) on other models in this session"):
+        for j in others:
+            st.write(f"run {j.id}: {j.label} on {j.model_key} · {j.status} · {j.progress:.0%}")

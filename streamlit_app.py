@@ -1,0 +1,24 @@
+"""Bespoke Explorer: `streamlit run streamlit_app.py`. This script only routes (st.navigation);
+each page is a short script in pages/, the app's own code lives in explorer/."""
+import streamlit as st
+
+from explorer import jobs, state, ui
+
+st.set_page_config(page_title="Bespoke Explorer", page_icon=":material/route:", layout="wide")
+jobs.configure_torch()
+state.init()
+state.harvest()
+
+pages = [
+    st.Page(ui.PAGES["model"], title="Model", icon=":material/deployed_code:", default=True),
+    st.Page(ui.PAGES["train"], title="Train", icon=":material/model_training:"),
+    st.Page(ui.PAGES["schedules"], title="Schedules", icon=":material/timeline:"),
+    st.Page(ui.PAGES["paths"], title="Paths", icon=":material/route:"),
+    st.Page(ui.PAGES["samples"], title="Samples", icon=":material/grid_view:"),
+    st.Page(ui.PAGES["ablations"], title="Ablations", icon=":material/tune:"),
+    st.Page(ui.PAGES["benchmark"], title="Benchmark", icon=":material/speed:"),
+]
+page = st.navigation(pages)
+ui.sidebar()
+page.run()
+state.save_kept()
