@@ -1,0 +1,85 @@
+"""NFE sweeps on an analytic field (exact mixture VF, the 8-Gaussians data), tiny budgets."""
+import json
+
+import pytest
+import torch
+
+from core.analytic import mixture_field
+from core.data import GAUSSIANS_MEANS, GAUSSIANS_STD, gaussians
+from core.paths import get_path
+from core.report import SweepConfig, SweepResult, distance_metrics, sweep, valid_nfe, write_outputs
+from core.solvers.registry import get_solver
+
+
+@pytest.fixture(scope="module")
+def field():
+    return mixture_field(get_path("fm-ot"), GAUSSIANS_MEANS, GAUSSIANS_STD)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return gaussians(300, torch.Generator().manual_seed(11)).float()
+
+
+@pytest.fixture(scope="module")
+def result(field, reference):
+    cfg = SweepConfig(solvers=("euler", "midpoint", "rk4", "edm"), nfes=(2, 4, 8), n_samples=300,
+                      n_projections=64, device="cpu")
+    return sweep(field, cfg, reference)
+
+
+def test_sweep_rows_and_gt(result):
+    assert result.gt["nfe"] > 20 and set(result.distances) == {"sw", "energy"}
+    assert {r["solver"] for r in result.rows} == {"euler", "midpoint", "rk4", "edm"}
+    # rk4 cannot run below 4 NFE: no cell at 2; at 8 it runs at 8.
+    assert result.cell("rk4", 2) is None and result.cell("rk4", 8)["nfe"] == 8
+    assert result.cell("edm", 4)["nfe"] == 3  # edm needs an odd NFE: the largest one <= 4
+    rm = [result.cell("midpoint", n)["rmse"] for n in (2, 4, 8)]
+    assert rm[0] > rm[1] > rm[2]  # consistent: error falls with NFE
+
+
+def test_distances_rank_broken_below_gt(result):
+    crude = result.cell("euler", 2)
+    assert crude["pct_sw"] > 100 and crude["pct_energy"] > 100
+    assert crude["energy"] > result.gt["energy"]
+    assert result.cell("midpoint", 8)["energy"] < crude["energy"]
+
+
+def test_markdown_json_roundtrip(result, tmp_path):
+    md = result.to_markdown()
+    assert "| edm |" in md and "(@3)" in md and "GT (NFE" in md and "%" in md
+    back = SweepResult.from_dict(json.loads(result.to_json()))
+    assert back.to_markdown() == md
+    paths = write_outputs(result, tmp_path, stem="s", plot="svg")
+    assert (tmp_path / "s.json").exists() and (tmp_path / "s_rmse.svg").read_text().startswith("<svg")
+    assert len(paths) == 2 + 4
+    html = write_outputs(result, tmp_path / "h", stem="s", plot="html")
+    assert html[-1].suffix == ".html" and "plotly" in html[-1].read_text()
+
+
+def test_learned_solver_trained_per_nfe_beats_its_base(field, reference):
+    cfg = SweepConfig(solvers=("euler",), learned=("rk1-bespoke",), nfes=(4,), n_samples=300, n_projections=16,
+                      train_iters=40, train_n=256, device="cpu")
+    res = sweep(field, cfg, reference)
+    learned, base = res.cell("rk1-bespoke", 4), res.cell("euler", 4)
+    assert learned["kind"] == "learned" and learned["train_iters"] == 40 and learned["train_seconds"] > 0
+    assert learned["rmse"] < base["rmse"]
+    assert "rk1-bespoke" in res.training_markdown()
+
+
+def test_time_budget_stops_training(field, reference):
+    cfg = SweepConfig(solvers=(), learned=("rk1-bespoke",), nfes=(2,), n_samples=50, n_projections=8,
+                      train_iters=100000, train_seconds=0.05, train_n=64, device="cpu")
+    res = sweep(field, cfg, reference)
+    assert res.rows[0]["train_iters"] < 100000
+
+
+def test_valid_nfe_and_config_errors(field):
+    assert valid_nfe(get_solver("rk4", field), 7) == 4
+    assert valid_nfe(get_solver("rk4", field), 7, nearest=False) is None
+    assert valid_nfe(get_solver("rk4", field), 3) is None
+    with pytest.raises(ValueError, match="'rk3-bespoke'"):
+        SweepConfig(learned=("rk3-bespoke",))
+    with pytest.raises(ValueError, match="0"):
+        SweepConfig(nfes=(4, 0))
+    assert set(distance_metrics((1, 8, 8))) == {"fd"}
