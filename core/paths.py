@@ -187,10 +187,11 @@ def get_path(spec: str | dict | GaussianPath) -> GaussianPath:
     """A path from its name ("fm-ot", "fm-cs", "eps-vp", ...) or its `to_dict()` form."""
     if isinstance(spec, GaussianPath):
         return spec
+    name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else spec
+    if name not in _PATHS:
+        raise ValueError(f"unknown Gaussian path {name!r}; known: {sorted(_PATHS)}")
     if isinstance(spec, str):
         spec = {"name": spec}
-    if not isinstance(spec, dict) or spec.get("name") not in _PATHS:
-        raise ValueError(f"unknown Gaussian path {spec!r}; known: {sorted(_PATHS)}")
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     try:
         return _PATHS[spec["name"]](**kwargs)
@@ -287,20 +288,20 @@ def path_st_map(path: GaussianPath, target: GaussianPath, r, normalize: bool = F
     """
     r = _as_tensor(r)
     cb = target(r)
-    rho_bar = cb.alpha / cb.sigma
-    t = path.snr_inverse(rho_bar).clamp(0.0, 1.0)
+    at_end = cb.sigma <= 0  # rho_bar = inf: the data end, t = 1
+    rho_bar = cb.alpha / torch.where(at_end, torch.ones_like(cb.sigma), cb.sigma)
+    t = torch.where(at_end, torch.ones_like(r), path.snr_inverse(rho_bar)).clamp(0.0, 1.0)
     c = path(t)
-    # t'_r from d rho/dt = (alpha' sigma - alpha sigma') / sigma^2.
-    d_rho_bar = (cb.d_alpha * cb.sigma - cb.alpha * cb.d_sigma) / cb.sigma**2
-    d_rho = (c.d_alpha * c.sigma - c.alpha * c.d_sigma) / c.sigma**2
-    dt = d_rho_bar / d_rho
-    use_alpha = c.sigma < c.alpha
-    s_sig = cb.sigma / torch.where(use_alpha, torch.ones_like(c.sigma), c.sigma)
-    s_alp = cb.alpha / torch.where(use_alpha, c.alpha, torch.ones_like(c.alpha))
-    s = torch.where(use_alpha, s_alp, s_sig)
+    use_alpha = c.sigma < c.alpha  # ratio of alphas near t = 1, of sigmas near t = 0
+    one = torch.ones_like(c.sigma)
+    s = torch.where(use_alpha, cb.alpha / torch.where(use_alpha, c.alpha, one),
+                    cb.sigma / torch.where(use_alpha, one, c.sigma))
+    # t'_r = rho_bar'(r) / rho'(t_r) with rho' = (alpha' sigma - alpha sigma') / sigma^2, written
+    # with sigma^2 / sigma_bar^2 = 1 / s^2 so that it stays finite at the data end.
+    dt = (cb.d_alpha * cb.sigma - cb.alpha * cb.d_sigma) / (c.d_alpha * c.sigma - c.alpha * c.d_sigma) / s**2
     # s'_r: differentiate whichever ratio is used.
-    ds_sig = (cb.d_sigma * c.sigma - cb.sigma * c.d_sigma * dt) / torch.where(use_alpha, torch.ones_like(c.sigma), c.sigma**2)
-    ds_alp = (cb.d_alpha * c.alpha - cb.alpha * c.d_alpha * dt) / torch.where(use_alpha, c.alpha**2, torch.ones_like(c.alpha))
+    ds_sig = (cb.d_sigma * c.sigma - cb.sigma * c.d_sigma * dt) / torch.where(use_alpha, one, c.sigma**2)
+    ds_alp = (cb.d_alpha * c.alpha - cb.alpha * c.d_alpha * dt) / torch.where(use_alpha, c.alpha**2, one)
     ds = torch.where(use_alpha, ds_alp, ds_sig)
     if normalize:
         s0 = path_st_map(path, target, torch.zeros((), dtype=r.dtype), normalize=False).s

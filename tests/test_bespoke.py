@@ -1,0 +1,252 @@
+"""Bespoke RK1/RK2 solvers: identity == base, consistency (Theorem 2.2), exactness, Lipschitz
+bound, the eq. 27 gradient, training, save/load and bad input."""
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from core.analytic import gaussian_data_field, gaussian_data_solution
+from core.checkpoint import CheckpointError
+from core.losses import BespokeObjective, reverse_cumprod_weights
+from core.paths import CondOTPath, CosinePath, EDMPath, STMap, VPPath, path_st_map
+from core.solvers.base import rk_sample, uniform_grid
+from core.solvers.bespoke import BespokeSolver, bespoke_from_family
+from core.solvers.gt import GTPool, gt_solve
+from core.solvers.learned import load_solver, save_solver
+from core.solvers.registry import get_solver
+from core.train import NonFiniteLossError, SolverSpec, TrainConfig, fit, train_solver
+
+
+def random_smooth_st(seed):
+    """A random admissible, smooth ST map: t_r increasing with t_0 = 0, t_1 = 1; s_r > 0, s_0 = 1."""
+    g = torch.Generator().manual_seed(seed)
+    a, b, c = (0.6 * (torch.rand(3, generator=g, dtype=torch.float64) - 0.5)).tolist()
+
+    def st(r):
+        t = r + a * torch.sin(math.pi * r) / math.pi  # t' = 1 + a cos(pi r) > 0 for |a| < 1
+        dt = 1 + a * torch.cos(math.pi * r)
+        s = torch.exp(b * torch.sin(math.pi * r / 2) + c * r * r)
+        ds = s * (b * math.pi / 2 * torch.cos(math.pi * r / 2) + 2 * c * r)
+        return STMap(t, s, dt, ds)
+    return st
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_identity_init_is_uniform_rk(order, mixture_ot, f64):
+    x0 = torch.randn(32, 2)
+    for n in (1, 3, 8):
+        solver = BespokeSolver(order, n)
+        res = solver.solve(mixture_ot, x0)
+        ref = rk_sample(mixture_ot, x0, uniform_grid(n), "euler" if order == 1 else "midpoint")
+        assert res.nfe == ref.nfe == order * n
+        torch.testing.assert_close(res.x, ref.x, rtol=1e-13, atol=1e-13)
+        with torch.no_grad():  # the fast inference path gives the same
+            torch.testing.assert_close(solver.solve(mixture_ot, x0).x, ref.x, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_admissible_solver_keeps_base_order(order, seed, f64):
+    """Theorem 2.2: for any smooth admissible (t_r, s_r) the solver has the base order."""
+    path, mean, c = CosinePath(), torch.tensor([1.0, -2.0]), 0.5
+    u = gaussian_data_field(path, mean, c)
+    x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
+    exact = gaussian_data_solution(path, mean, c, x0, 1.0)
+    steps = [8, 16, 32, 64]
+    errs = []
+    for n in steps:
+        solver = BespokeSolver(order, n).init_from_st(random_smooth_st(seed))
+        errs.append((solver.solve(u, x0).x - exact).abs().max().item())
+    slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
+    assert slope == pytest.approx(order, abs=0.25), errs
+
+
+def test_exact_answers_gaussian_and_mixture(mixture_ot, f64):
+    path = VPPath()
+    mean = torch.tensor([0.5, -0.5])
+    u = gaussian_data_field(path, mean, 0.3)
+    x0 = torch.randn(16, 2)
+    z0 = gaussian_data_solution(path, mean, 0.3, x0, 0.0)
+    exact = gaussian_data_solution(path, mean, 0.3, x0, 1.0)
+    for order in (1, 2):
+        solver = BespokeSolver(order, 200).init_from_st(random_smooth_st(5))
+        assert (solver.solve(u, z0).x - exact).abs().max() < (3e-2 if order == 1 else 5e-4)
+    gt = gt_solve(mixture_ot, x0, atol=1e-10, rtol=1e-10).x
+    solver = BespokeSolver(2, 200).init_from_st(random_smooth_st(6))
+    assert (solver.solve(mixture_ot, x0).x - gt).abs().max() < 5e-3
+
+
+def test_init_from_gaussian_path_is_that_schedule(f64):
+    """Init from the cosine path's ST map: RK1-Bespoke on an FM-OT model = Euler on the cosine VF."""
+    path, target = CondOTPath(), CosinePath()
+    mean = torch.tensor([0.7, -0.2])
+    u = gaussian_data_field(path, mean, 0.3)
+    solver = BespokeSolver(1, 6).init_from_st(lambda r: path_st_map(path, target, r, normalize=True))
+    d = solver.decode()
+    r = torch.linspace(0, 1, 7)
+    torch.testing.assert_close(d["t"][1:-1], path_st_map(path, target, r).t[1:-1])
+    assert (d["t"][1:] > d["t"][:-1]).all()
+    # EDM's map (does not reach t = 0 / 1 exactly) also gives an admissible solver.
+    edm = BespokeSolver(2, 4).init_from_st(lambda r: path_st_map(path, EDMPath(), r, normalize=True))
+    assert torch.isfinite(edm.solve(u, torch.randn(8, 2)).x).all()
+
+
+def test_parameter_counts():
+    assert BespokeSolver(2, 5).num_free_parameters == 39
+    assert BespokeSolver(2, 8).num_free_parameters == 63
+    assert BespokeSolver(2, 10).num_free_parameters == 79
+    assert BespokeSolver(1, 4).num_free_parameters == 15
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_lipschitz_bounds_step_sensitivity(order, f64):
+    """On u(t, x) = A x with ||A||_2 = L_tau the step's exact operator norm is <= L_i."""
+    D, L_tau = 4, 1.7
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(D, D, generator=g))
+    A = L_tau * q  # orthogonal times L: every singular value is L_tau
+    u = lambda t, x: x @ A.T
+    for seed in range(3):
+        solver = BespokeSolver(order, 5)
+        with torch.no_grad():
+            for p in solver.parameters():
+                p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+        L = solver.lipschitz(L_tau)
+        c = solver.step_coefficients()
+        eye = torch.eye(D)
+        for k in range(solver.n):
+            ck = {key: v[k:k + 1] for key, v in c.items()}
+            J = solver.steps(u, eye[None], ck)[0].T  # columns: step of each basis vector
+            assert torch.linalg.matrix_norm(J, ord=2) <= L[k] * (1 + 1e-12)
+
+
+def test_reverse_cumprod_weights():
+    L = torch.tensor([2.0, 3.0, 5.0, 7.0])
+    # M_i = prod_{j=i}^{n-1} L_j for i = 1..n (eq. 26): steps k = 0..3 get 3*5*7, 5*7, 7, 1.
+    torch.testing.assert_close(reverse_cumprod_weights(L), torch.tensor([105.0, 35.0, 7.0, 1.0]))
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_time_gradient_matches_finite_differences(order, mixture_ot, f64):
+    """eq. 27: with the stop-gradient trick the gradient w.r.t. the learned times is right."""
+    x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    pool = GTPool.build(mixture_ot, x0, n_grid=129, atol=1e-10, rtol=1e-10)
+    solver = BespokeSolver(order, 4).init_from_st(random_smooth_st(2))
+    obj = BespokeObjective(mixture_ot, pool, pool, lipschitz=1.0, batch_size=64)
+    loss = lambda: obj.loss(solver, torch.Generator().manual_seed(1)).mean()
+    solver.zero_grad()
+    loss().backward()
+    grad = solver.raw_t.grad.clone()
+    assert grad.abs().max() > 1e-4
+    eps = 1e-6
+    fd = torch.zeros_like(grad)
+    with torch.no_grad():
+        for k in range(grad.numel()):
+            solver.raw_t[k] += eps
+            lp = loss()
+            solver.raw_t[k] -= 2 * eps
+            lm = loss()
+            solver.raw_t[k] += eps
+            fd[k] = (lp - lm) / (2 * eps)
+    torch.testing.assert_close(grad, fd, rtol=1e-5, atol=1e-8)
+    # Gradients reach every parameter.
+    for name, p in solver.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_training_halves_rk2_rmse_at_nfe8(mixture_ot):
+    cfg = TrainConfig(iters=100, n_train=1024, n_val=256, val_every=20, seed=0)
+    events = []
+    res = train_solver(mixture_ot, SolverSpec("rk2-bespoke", 8), cfg, callback=events.append)
+    # Midpoint at NFE 8 on the same validation noise is the identity init.
+    assert res.best["rmse"] <= 0.5 * res.init["rmse"], (res.init, res.best)
+    assert len(events) == 100 and events[-1].iteration == 100
+    assert sum(e.metrics is not None for e in events) == 5
+    assert {"t", "s", "dt", "ds", "time_grid"} <= set(events[0].params)
+    # The returned solver keeps most of its gain on fresh noise (validation picks the best of 5).
+    x0 = torch.randn(256, 2, generator=torch.Generator().manual_seed(123))
+    gt = gt_solve(mixture_ot, x0, atol=1e-7, rtol=1e-7).x
+    with torch.no_grad():
+        err_learned = (res.solver.solve(mixture_ot, x0).x - gt).pow(2).mean(1).sqrt().mean()
+    err_mid = (rk_sample(mixture_ot, x0, uniform_grid(4), "midpoint").x - gt).pow(2).mean(1).sqrt().mean()
+    assert err_learned < 0.7 * err_mid
+
+
+def test_stop_event_stops_cleanly(mixture_ot):
+    stop = threading.Event()
+    seen = []
+
+    def cb(ev):
+        seen.append(ev.iteration)
+        if ev.iteration == 5:
+            stop.set()
+    res = train_solver(mixture_ot, SolverSpec("rk1-bespoke", 4),
+                       TrainConfig(iters=500, n_train=128, n_val=64, val_every=2), callback=cb, stop_event=stop)
+    assert res.stopped and seen[-1] == 5 and res.history[-1]["iteration"] == 5
+    assert res.best["rmse"] <= res.init["rmse"]
+
+
+def test_nan_during_training_raises_and_keeps_last_good(mixture_ot, f64):
+    x0 = torch.randn(64, 2)
+    pool = GTPool.build(mixture_ot, x0, n_grid=33)
+    solver = BespokeSolver(2, 2)
+    obj = BespokeObjective(mixture_ot, pool, pool)
+    calls = {"n": 0}
+    real_loss = obj.loss
+
+    def flaky_loss(s, g):
+        calls["n"] += 1
+        out = real_loss(s, g)
+        return out * math.nan if calls["n"] == 4 else out
+    obj.loss = flaky_loss
+    with pytest.raises(NonFiniteLossError, match="iteration 4: loss is nan") as e:
+        fit(solver, obj, TrainConfig(iters=10, val_every=100))
+    assert all(torch.isfinite(p).all() for p in solver.parameters())
+    assert e.value.result.history[-1]["iteration"] == 3
+
+
+def test_save_load_roundtrip_and_mismatch(tmp_path, mixture_ot, f64):
+    solver = BespokeSolver(2, 3).init_from_st(random_smooth_st(1))
+    f = tmp_path / "s.safetensors"
+    save_solver(solver, f, mixture_ot, extra={"note": "test"})
+    loaded, header = load_solver(f, field=mixture_ot)
+    assert header["train"] == {"note": "test"} and header["nfe"] == 6
+    x0 = torch.randn(8, 2)
+    torch.testing.assert_close(loaded.solve(mixture_ot, x0).x, solver.solve(mixture_ot, x0).x, rtol=0, atol=0)
+    via_registry = get_solver(str(f), mixture_ot)
+    assert via_registry.nfe == 6
+    other = gaussian_data_field(CondOTPath(), torch.zeros(2), 1.0)
+    other.model_id = "another-model"
+    with pytest.raises(CheckpointError, match="trained for model"):
+        load_solver(f, field=other)
+    guided = gaussian_data_field(CondOTPath(), torch.zeros(2), 1.0)
+    guided.model_id, guided.guidance_scale = mixture_ot.model_id, 2.0
+    with pytest.raises(CheckpointError, match="guidance scale"):
+        load_solver(f, field=guided)
+    with pytest.raises(ValueError, match="trained for NFE 6; it cannot run at NFE 8"):
+        loaded.solve(mixture_ot, x0, nfe=8)
+    raw = bytearray(f.read_bytes())
+    raw[-3] ^= 0xFF
+    with pytest.raises(CheckpointError, match="content hash"):
+        load_solver(bytes(raw))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="positive integer, got 0"):
+        BespokeSolver(2, 0)
+    with pytest.raises(ValueError, match="must be 1 \\(RK1\\) or 2"):
+        BespokeSolver(3, 4)
+    with pytest.raises(ValueError, match="NFE must be even; got 7"):
+        bespoke_from_family("rk2-bespoke", 7)
+    with pytest.raises(ValueError, match="unknown learned solver family 'rk3-bespoke'"):
+        SolverSpec("rk3-bespoke", 8)
+    with pytest.raises(ValueError, match="L_tau must be a finite number >= 0, got nan"):
+        SolverSpec("rk2-bespoke", 8, lipschitz=math.nan)
+    with pytest.raises(ValueError, match="learning rate must be positive, got -1"):
+        TrainConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="x0 has 1 non-finite"):
+        x0 = torch.zeros(2, 2)
+        x0[1, 1] = math.inf
+        BespokeSolver(1, 2).solve(lambda t, x: x, x0)

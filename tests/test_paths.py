@@ -1,0 +1,92 @@
+"""Gaussian paths: derivatives, SNR inverse, prediction conversion, ST transform (Theorem 2.3)."""
+import pytest
+import torch
+
+from core.analytic import gaussian_data_field, gaussian_data_solution
+from core.paths import (CondOTPath, CosinePath, EDMPath, ScaledOTPath, VPPath, change_of_path, eps_from_velocity,
+                        get_path, path_st_map, velocity_from_prediction, x1_from_velocity)
+from core.solvers.base import rk_sample, uniform_grid
+
+PATHS = [CondOTPath(), CosinePath(), VPPath(), ScaledOTPath(3.0)]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_derivatives_match_autograd(path):
+    t = torch.linspace(0.02, 0.98, 25, dtype=torch.float64, requires_grad=True)
+    c = path(t)
+    da, = torch.autograd.grad(c.alpha.sum(), t, retain_graph=True)
+    ds, = torch.autograd.grad(c.sigma.sum(), t)
+    torch.testing.assert_close(c.d_alpha, da, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(c.d_sigma, ds, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("path", PATHS + [EDMPath()], ids=lambda p: p.name)
+def test_snr_inverse_roundtrip(path):
+    t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    torch.testing.assert_close(path.snr_inverse(path.snr(t)), t, rtol=1e-9, atol=1e-9)
+
+
+def test_endpoints():
+    for p in (CondOTPath(), CosinePath()):
+        c0, c1 = p(torch.tensor(0.0, dtype=torch.float64)), p(torch.tensor(1.0, dtype=torch.float64))
+        assert abs(c0.alpha) < 1e-15 and abs(c0.sigma - 1) < 1e-15 and abs(c1.alpha - 1) < 1e-15 and abs(c1.sigma) < 1e-15
+    c0 = VPPath()(torch.tensor(0.0, dtype=torch.float64))
+    assert 0.005 < c0.alpha < 0.008  # alpha_0 of eps-VP is ~0.0067, not exactly 0
+
+
+@pytest.mark.parametrize("path", [CondOTPath(), CosinePath(), VPPath()], ids=lambda p: p.name)
+def test_prediction_conversion_roundtrip(path, f64):
+    """eps- and x1-predicting networks built from the exact VF give back the same VF."""
+    mean = torch.tensor([0.5, -1.0])
+    u = gaussian_data_field(path, mean, 0.3)
+    eps_net = lambda t, x: eps_from_velocity(path, t, x, u(t, x))
+    x1_net = lambda t, x: x1_from_velocity(path, t, x, u(t, x))
+    x = torch.randn(7, 2)
+    for t in (0.1, 0.5, 0.9):
+        t = torch.tensor(t)
+        torch.testing.assert_close(velocity_from_prediction(eps_net, path, "eps")(t, x), u(t, x))
+        torch.testing.assert_close(velocity_from_prediction(x1_net, path, "x1")(t, x), u(t, x))
+
+
+def test_unknown_names():
+    with pytest.raises(ValueError, match="unknown Gaussian path 'nope'"):
+        get_path("nope")
+    with pytest.raises(ValueError, match="unknown prediction type 'score'"):
+        velocity_from_prediction(lambda t, x: x, CondOTPath(), "score")
+    with pytest.raises(ValueError, match="sigma0"):
+        ScaledOTPath(-1.0)
+
+
+@pytest.mark.parametrize("target", [CosinePath(), ScaledOTPath(4.0), VPPath()], ids=lambda p: p.name)
+def test_change_of_path_lands_on_same_sample(target, f64):
+    """Theorem 2.3: solving the ST-transformed ODE finely gives the same sample (up to s_1)."""
+    path = CondOTPath()
+    mean = torch.tensor([1.0, -0.5, 0.25])
+    u = gaussian_data_field(path, mean, 0.4)
+    u_bar = change_of_path(u, path, target)
+    x0 = torch.randn(5, 3)
+    r0, r1 = 1e-4, 1 - 1e-4  # stay off the singular ends of the maps
+    m0, m1 = (path_st_map(path, target, torch.tensor(r)) for r in (r0, r1))
+    xbar0 = m0.s * gaussian_data_solution(path, mean, 0.4, x0, m0.t)
+    grid = torch.linspace(r0, r1, 401)
+    xbar1 = rk_sample(u_bar, xbar0, grid, "rk4").x
+    exact = gaussian_data_solution(path, mean, 0.4, x0, m1.t)
+    torch.testing.assert_close(xbar1 / m1.s, exact, rtol=1e-6, atol=1e-6)
+
+
+def test_st_map_derivatives(f64):
+    """t'_r and s'_r of path_st_map match finite differences of t_r and s_r."""
+    path, target = VPPath(), EDMPath()
+    r = torch.linspace(0.1, 0.9, 9)
+    e = 1e-6
+    m, mp, mm = path_st_map(path, target, r), path_st_map(path, target, r + e), path_st_map(path, target, r - e)
+    torch.testing.assert_close(m.dt, (mp.t - mm.t) / (2 * e), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(m.ds, (mp.s - mm.s) / (2 * e), rtol=1e-5, atol=1e-7)
+
+
+def test_identity_st_map(f64):
+    m = path_st_map(CondOTPath(), ScaledOTPath(1.0), torch.linspace(0, 1, 11))
+    torch.testing.assert_close(m.t, torch.linspace(0, 1, 11))
+    torch.testing.assert_close(m.s, torch.ones(11))
+    torch.testing.assert_close(m.dt, torch.ones(11))
+    torch.testing.assert_close(m.ds, torch.zeros(11))
