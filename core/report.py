@@ -280,13 +280,16 @@ def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str):
 
 def sweep(field, cfg: SweepConfig = SweepConfig(), reference: Optional[Tensor] = None,
           dists: Optional[dict[str, DistanceFn]] = None,
-          progress: Optional[Callable[[str], None]] = None) -> SweepResult:
+          progress: Optional[Callable[[str], None]] = None, x0: Optional[Tensor] = None) -> SweepResult:
     """Run every solver of `cfg` at every NFE on one noise set and score it (module docstring).
+
+    cfg.solvers may also name saved learned-solver files: each runs at the NFE it was trained for.
 
     reference: fresh true-distribution samples (N, *D) for the distances (default:
       `reference_samples(field, cfg.n_samples)` from the model's data set).
     dists: name -> fn(samples, reference) -> float (default: `distance_metrics(field.data_shape)`).
     progress: called with a one-line message after each step.
+    x0: the evaluation noise (N, *D) (default: cfg.n_samples draws with seed cfg.seed + EVAL_SEED_OFFSET).
     """
     from .solvers.registry import get_solver, sample
     from .train import resolve_device
@@ -294,11 +297,17 @@ def sweep(field, cfg: SweepConfig = SweepConfig(), reference: Optional[Tensor] =
     device = resolve_device(cfg.device)
     field.to(device)
     say = progress or (lambda msg: None)
-    if reference is None:
-        reference = reference_samples(field, cfg.n_samples, cfg.seed)
-    reference = reference.detach().to("cpu", torch.float64)
     dists = dists if dists is not None else distance_metrics(field.data_shape, cfg.n_projections, cfg.seed)
-    x0 = field.noise(cfg.n_samples, generator=torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET)).to(device)
+    if reference is None and dists:
+        try:
+            reference = reference_samples(field, cfg.n_samples, cfg.seed)
+        except ValueError as e:  # no known data set: RMSE / PSNR only
+            say(f"no distances to the data: {e}")
+            dists = {}
+    reference = None if reference is None else reference.detach().to("cpu", torch.float64)
+    if x0 is None:
+        x0 = field.noise(cfg.n_samples, generator=torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET))
+    x0 = x0.to(device)
 
     t0 = time.perf_counter()
     gt = gt_solve(field, x0, atol=cfg.gt_atol, rtol=cfg.gt_rtol)
@@ -314,21 +323,24 @@ def sweep(field, cfg: SweepConfig = SweepConfig(), reference: Optional[Tensor] =
     result = SweepResult(model, asdict(cfg), gt_row, [], tuple(dists), str(device))
 
     for name in cfg.solvers:
-        solver = get_solver(name, field)
+        solver = get_solver(name, field, device=device)
         if name in ("ddim", "dpm++2m", "edm") and field.path is None:
             say(f"{name}: skipped (the field has no Gaussian path)")
             continue
-        for target in cfg.nfes:
-            nfe = valid_nfe(solver, target, cfg.nearest_valid_nfe)
+        own = getattr(solver, "nfe", None)  # a learned solver file runs at its own NFE only
+        plan = [(own, own)] if isinstance(own, int) else [(n, valid_nfe(solver, n, cfg.nearest_valid_nfe))
+                                                         for n in cfg.nfes]
+        for target, nfe in plan:
             if nfe is None:
                 continue
             t0 = time.perf_counter()
             x = sample(solver, field, x0, nfe).x
             sec = time.perf_counter() - t0
-            row = {"solver": name, "kind": "builtin", "nfe_target": target, "nfe": nfe, "seconds": sec,
-                   **_score(x, x_gt, reference, dists, field.data_range, gt_dist)}
+            label = solver.name if isinstance(own, int) else name
+            row = {"solver": label, "kind": "file" if isinstance(own, int) else "builtin", "nfe_target": target,
+                   "nfe": nfe, "seconds": sec, **_score(x, x_gt, reference, dists, field.data_range, gt_dist)}
             result.rows.append(row)
-            say(f"{name} @ {nfe}: rmse {row['rmse']:.4g}")
+            say(f"{label} @ {nfe}: rmse {row['rmse']:.4g}")
 
     for family in cfg.learned:
         for target in cfg.nfes:
@@ -463,3 +475,55 @@ def sweep_svg(result: SweepResult, metric: str = "rmse", width: int = 560, heigh
         out.append(f'<text x="{L + pw + 34}" y="{ly + 4}">GT</text>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+# -------------------------------------------------------------------------------------------
+# Command line (`python -m core evaluate` delegates here for sweeps)
+# -------------------------------------------------------------------------------------------
+
+def add_cli_options(p) -> None:
+    """The sweep options of `python -m core evaluate` (added to its argparse parser)."""
+    p.add_argument("--train-learned", nargs="*", default=None, metavar="FAMILY",
+                   help=f"also train learned solvers per NFE and score them: any of {', '.join(LEARNED)} "
+                   "(no value: all three)")
+    p.add_argument("--train-iters", type=int, default=300, help="budget per learned solver: Adam iterations (default 300)")
+    p.add_argument("--train-seconds", type=float, default=None,
+                   help="budget per learned solver: stop after this many seconds, GT included (default: none)")
+    p.add_argument("--train-n", type=int, default=1024, help="GT paths per learned solver (default 1024)")
+    p.add_argument("--out-dir", default=None,
+                   help="write sweep.json, sweep.md and a plot per metric here (sweep mode)")
+    p.add_argument("--plot", default="html", choices=["html", "svg", "none"], help="plot format (default html)")
+
+
+def wants_sweep(args) -> bool:
+    """Sweep mode: `--solver all`, --train-learned or --out-dir."""
+    return "all" in args.solver or args.train_learned is not None or args.out_dir is not None
+
+
+def run_cli(args, field, device, x0: Optional[Tensor] = None) -> SweepResult:
+    """Run a sweep from parsed `evaluate` arguments: every named solver ("all" = every built-in)
+    at every --nfe, learned families trained per NFE, distances to the model's data set; print the
+    markdown tables, write --json and --out-dir outputs."""
+    from .solvers.registry import BUILTIN_SOLVERS
+    names: list[str] = []
+    for s in args.solver:
+        for n in (BUILTIN_SOLVERS if s == "all" else [s]):
+            if n not in names:
+                names.append(n)
+    learned = tuple(LEARNED if args.train_learned == [] else args.train_learned or ())
+    nfes = tuple(args.nfe or (4, 8, 16))
+    n = int(x0.shape[0]) if x0 is not None else args.n
+    cfg = SweepConfig(solvers=tuple(names), learned=learned, nfes=nfes, n_samples=n, gt_atol=args.gt_tol,
+                      gt_rtol=args.gt_tol, train_iters=args.train_iters, train_seconds=args.train_seconds,
+                      train_n=args.train_n, seed=args.seed, device=str(device))
+    import sys
+    result = sweep(field, cfg, x0=x0, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    result.model["file"] = getattr(args, "model", None)
+    if args.json:
+        result.to_json(args.json)
+    if args.out_dir:
+        for p in write_outputs(result, args.out_dir, plot=args.plot):
+            print(f"wrote {p}", file=sys.stderr)
+    print(result.to_markdown())
+    print(result.training_markdown())
+    return result
