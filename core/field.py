@@ -58,3 +58,26 @@ class VelocityField:
     def noise(self, n: int, generator: torch.Generator | None = None, device=None, dtype=torch.float32) -> Tensor:
         """Source samples x0 ~ N(0, I) of shape (n, *data_shape)."""
         return torch.randn((n, *self.data_shape), generator=generator, dtype=dtype).to(device or "cpu")
+
+
+def label_period(field) -> int:
+    """Conditional models bind class labels by row: row i of a batch gets labels[i % L]. Code
+    that re-batches samples must keep every batch a multiple of L and keep each sample at its
+    residue (see `aligned_batch`), or a path would switch classes between steps. 1 if unconditional."""
+    labels = getattr(field, "labels", None)
+    return int(labels.numel()) if labels is not None and labels.numel() > 1 else 1
+
+
+def aligned_batch(n_total: int, batch: int, period: int, generator: torch.Generator | None = None) -> Tensor:
+    """Random indices into n_total samples (n_total a multiple of period): whole groups of
+    `period` consecutive samples, so the sample at batch position j has index = j (mod period)."""
+    if period == 1:
+        return torch.randperm(n_total, generator=generator)[:batch]
+    groups = max(1, batch // period)
+    g = torch.randperm(n_total // period, generator=generator)[:groups]
+    return (g[:, None] * period + torch.arange(period)).flatten()
+
+
+def round_to_period(n: int, period: int) -> int:
+    """The largest multiple of period <= n (at least period)."""
+    return max(period, (n // period) * period)

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .field import aligned_batch, label_period, round_to_period
 from .solvers.gt import GTPool
 
 BESPOKE_LOSSES = ("rmse-bound", "local", "final-rmse")
@@ -61,8 +62,9 @@ class BespokeObjective:
         self.lipschitz, self.loss_name, self.batch_size = float(lipschitz), loss, int(batch_size)
 
     def loss(self, solver, generator: Optional[torch.Generator] = None) -> Tensor:
-        B = min(self.batch_size, self.train.size)
-        idx = torch.randperm(self.train.size, generator=generator)[:B].to(self.train.xs.device)
+        period = label_period(self.field)
+        B = min(round_to_period(self.batch_size, period), self.train.size)
+        idx = aligned_batch(self.train.size, B, period, generator).to(self.train.xs.device)
         if self.loss_name == "final-rmse":
             x0, x1 = self.train.xs[0, idx], self.train.xs[-1, idx]
             return rms(solver.solve(self.field, x0).x - x1, 1)

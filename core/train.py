@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from .field import label_period, round_to_period
 from .losses import BESPOKE_LOSSES, BespokeObjective
 from .paths import get_path, path_st_map
 from .solvers.bespoke import BespokeSolver, bespoke_from_family
@@ -220,11 +221,13 @@ def build_bespoke(field, spec: SolverSpec, cfg: TrainConfig, device):
         target = get_path(spec.init)
         solver.init_from_st(lambda r: path_st_map(field.path, target, r, normalize=True))
     solver.to(device)
-    x0 = make_noise(field, cfg.n_train + cfg.n_val, cfg.seed, device)
+    period = label_period(field)  # conditional models: keep every sample at its label residue
+    n_train, n_val = round_to_period(cfg.n_train, period), round_to_period(cfg.n_val, period)
+    x0 = make_noise(field, n_train + n_val, cfg.seed, device)
     t0 = time.perf_counter()
     pool = GTPool.build(field, x0, n_grid=cfg.gt_grid, atol=cfg.gt_atol, rtol=cfg.gt_rtol)
     gt_seconds = time.perf_counter() - t0
-    train, val = pool.split(cfg.n_val)
+    train, val = pool.split(n_val)
     obj = BespokeObjective(field, train, val, spec.lipschitz, spec.loss, cfg.batch_size)
     obj.gt_seconds, obj.gt_nfe = gt_seconds, pool.nfe
     return solver, obj

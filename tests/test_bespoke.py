@@ -250,3 +250,34 @@ def test_bad_input():
         x0 = torch.zeros(2, 2)
         x0[1, 1] = math.inf
         BespokeSolver(1, 2).solve(lambda t, x: x, x0)
+
+
+def test_conditional_batches_keep_their_labels(f64):
+    """A conditional model binds labels by row (labels[i % L]); training batches must keep each
+    GT path at its label, or a path would switch class between steps."""
+    from core.analytic import mixture_field
+    from core.field import aligned_batch
+    means = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
+    base = mixture_field(CondOTPath(), means, 0.2)
+    labels = torch.arange(3)
+
+    def fn(t, x):  # class k pulls towards mean k: a label-dependent VF
+        lab = labels[torch.arange(x.shape[0]) % 3]
+        return base(t, x) + (means[lab] - x) * 0.5
+    field = base.__class__(fn, (2,), path=base.path, model_id="cond")
+    field.labels = labels
+    idx = aligned_batch(30, 12, 3, torch.Generator().manual_seed(0))
+    assert idx.numel() == 12 and torch.equal(idx % 3, torch.arange(12) % 3)
+    x0 = torch.randn(30, 2)
+    pool = GTPool.build(field, x0, n_grid=33, atol=1e-9, rtol=1e-9, batch_size=7)  # chunks rounded to 6
+    solver = BespokeSolver(2, 50)
+    obj = BespokeObjective(field, pool, pool, batch_size=13)  # rounded to 12
+    # A fine Bespoke (= midpoint) solve reproduces the pool's GT with every sample at its label,
+    # so the local errors on aligned batches are tiny.
+    aligned = obj.loss(solver, torch.Generator().manual_seed(0)).max()
+    assert aligned < 2e-3
+    # The same paths read at the wrong residue (shifted by one row) are far off: the check bites.
+    shifted = BespokeObjective(field, pool.subset(torch.arange(1, 28)), pool, batch_size=12)
+    assert shifted.loss(solver, torch.Generator().manual_seed(0)).max() > 20 * aligned
+    with pytest.raises(ValueError, match="multiple of 3"):
+        GTPool.build(field, torch.randn(31, 2), n_grid=5)

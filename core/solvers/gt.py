@@ -13,6 +13,7 @@ from einops import rearrange
 from torch import Tensor
 from torchdiffeq import odeint
 
+from ..field import label_period, round_to_period
 from .base import SolveResult, check_finite
 
 
@@ -92,7 +93,11 @@ class GTPool:
             raise ValueError(f"n_grid must be >= 2, got {n_grid}")
         grid = torch.linspace(0.0, 1.0, n_grid, dtype=torch.float64)
         xs_all, us_all, nfe = [], [], 0
-        for chunk in torch.split(x0, batch_size):
+        period = label_period(u)  # keep conditional samples at their label residue
+        if x0.shape[0] % period:
+            raise ValueError(f"a conditional model cycles {period} labels over rows; the pool size {x0.shape[0]} "
+                             f"must be a multiple of {period}")
+        for chunk in torch.split(x0, round_to_period(batch_size, period)):
             res = gt_solve(u, chunk, atol=atol, rtol=rtol, t_eval=grid, dtype=dtype)
             xs = res.x  # (K, b, *D)
             flat = rearrange(xs, "k b ... -> (k b) ...")
