@@ -300,3 +300,26 @@ def benchmark(rows: Sequence[Mapping[str, float]], gt_label: str = "GT (dopri5)"
 def trace_names(fig: go.Figure) -> list[str]:
     """Names of a figure's traces (for tests and the app's own checks)."""
     return [t.name for t in fig.data]
+
+
+def decode_traces(spec: str | dict) -> list[dict]:
+    """The traces of a figure's JSON (e.g. an st.plotly_chart's spec) with plotly 7's base64
+    "bdata" arrays decoded back into numpy arrays."""
+    import base64
+    import json
+
+    def decode(v):
+        if isinstance(v, dict) and "bdata" in v and "dtype" in v:
+            a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+            shape = v.get("shape")
+            if isinstance(shape, str):  # plotly writes "rows, cols"
+                shape = [int(d) for d in shape.split(",")]
+            return a.reshape(shape) if shape else a
+        if isinstance(v, dict):
+            return {k: decode(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [decode(x) for x in v]
+        return v
+
+    data = json.loads(spec) if isinstance(spec, str) else spec
+    return [decode(t) for t in data.get("data", [])]

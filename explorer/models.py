@@ -120,7 +120,7 @@ def load_checkpoint(src, name: str) -> VelocityField:
     try:
         field = load_model(src)
     except Exception as e:  # a corrupt or foreign file must give a message, never a traceback
-        raise ModelLoadError(f"{name}: {e}") from None
+        raise ModelLoadError(f"{name}: {e}" if name else str(e)) from None
     if not isinstance(field, VelocityField):
         raise ModelLoadError(f"{name}: the loader returned {type(field).__name__}, not a velocity field")
     return field
@@ -141,7 +141,7 @@ def load_entry(key: str, raw: Optional[bytes] = None) -> VelocityField:
             raise ModelLoadError("the uploaded model is no longer in this session; upload it again")
         if len(raw) > MAX_UPLOAD_MB << 20:
             raise ModelLoadError(f"the file is {len(raw) / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit")
-        return load_checkpoint(raw, "uploaded file")
+        return load_checkpoint(raw, "")
     raise ModelLoadError(f"unknown model key {key!r}")
 
 

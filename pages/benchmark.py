@@ -1,0 +1,45 @@
+"""Benchmark: error to GT against NFE for every solver on the current model (Figure 5)."""
+import streamlit as st
+
+from explorer import cached, compute, figures, state, ui, workers
+from explorer.models import is_image
+
+ui.header(
+    "Benchmark",
+    "The papers' Figure 5 on our models: for every solver, the error of its samples to the GT samples "
+    "from the same noise, against the number of network evaluations. A solver of order $p$ has a "
+    "global error that falls like $\\mathrm{NFE}^{-p}$ for small enough steps, a straight line of slope "
+    "$-p$ on these log axes. Learned solvers (stars) are trained for one NFE each: the question is how far "
+    "below the classical and dedicated solvers' lines they sit.",
+    r"\text{global error} = \big\| x^{\text{solver}}_1 - x^{\text{GT}}_1 \big\| = O\!\left(h^{p}\right) = "
+    r"O\!\left(\mathrm{NFE}^{-p}\right)",
+    "train RK2-Bespoke at NFE 4, 8 and 16 on the Train page and watch the stars line up below RK2.",
+)
+
+field = state.current_field()
+available = compute.available_baselines(field)
+c1, c2, c3 = st.columns([3, 2, 1])
+with c1:
+    names = st.multiselect("Built-in solvers", available, key=state.kept("bench.solvers", list(available)),
+                           format_func=compute.solver_label)
+with c2:
+    nfe_text = st.text_input("NFEs", key=state.kept("bench.nfes", "2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 16, 17, 20"))
+with c3:
+    n = st.number_input("Samples", 8, 4096, step=64, key=state.kept("bench.n", 64 if is_image(field) else 512))
+learned = state.solvers(field)
+use_learned = st.checkbox(f"Include this session's learned solvers ({len(learned)})", key=state.kept("bench.learned", True))
+
+try:
+    values = workers.parse_values(nfe_text)
+    if any(v != int(v) for v in values):
+        raise ValueError(f"NFEs are whole numbers, got {[v for v in values if v != int(v)]}")
+except ValueError as e:
+    ui.show_error(f"NFEs: {e}")
+    st.stop()
+nfes = sorted({int(v) for v in values})
+chosen = [(e.label, e.solver) for e in learned] if use_learned else []
+rows = cached.benchmark(state.field_key(), tuple(s for s in names if s in available), tuple(nfes),
+                        tuple(e.digest for e in learned) if use_learned else (), int(n), 0, field, chosen)
+st.plotly_chart(figures.benchmark(rows), key="bench.fig")
+st.caption(f"GT: adaptive dopri5 at {rows[0]['nfe']} NFE on the same {n} noise samples.")
+st.dataframe([r for r in rows[1:]], hide_index=True, key="bench.table")

@@ -1,0 +1,77 @@
+"""The app's pure figure builders: the traces they draw and the numbers inside them."""
+import numpy as np
+import pytest
+
+from explorer import figures
+
+
+def _traces(fig):
+    return figures.decode_traces(fig.to_json())
+
+
+def test_training_curves_has_loss_and_validation_traces():
+    hist = [{"iteration": 0, "loss": float("nan"), "rmse": 0.2, "psnr": 20.0},
+            {"iteration": 1, "loss": 0.5}, {"iteration": 2, "loss": 0.25, "rmse": 0.1, "psnr": 26.0}]
+    tr = _traces(figures.training_curves(hist, total_iters=10))
+    assert [t["name"] for t in tr] == ["loss", "val RMSE", "val PSNR"]
+    np.testing.assert_allclose(tr[0]["x"], [0, 1, 2])
+    assert np.isnan(tr[0]["y"][0]) and tr[0]["y"][2] == 0.25  # NaN loss at init stays a gap
+    np.testing.assert_allclose(tr[1]["y"], [0.2, 0.1])
+    np.testing.assert_allclose(tr[2]["y"], [20.0, 26.0])
+
+
+def test_st_schedule_draws_four_panels_per_map_and_marks_learned_nodes():
+    r = np.linspace(0, 1, 5)
+    learned = {"r": r, "t": r**2, "dt": 2 * r[:-1], "s": np.ones(5), "ds": np.zeros(4)}
+    ident = {"r": r, "t": r, "dt": np.ones(5), "s": np.ones(5), "ds": np.zeros(5)}
+    tr = _traces(figures.st_schedule({"learned": learned, "identity": ident}, learned=("learned",)))
+    assert [t["name"] for t in tr] == ["learned"] * 4 + ["identity"] * 4
+    assert tr[0]["mode"] == "lines+markers" and tr[4]["mode"] == "lines"
+    np.testing.assert_allclose(tr[0]["y"], r**2)
+    assert len(tr[1]["x"]) == 4  # dt known at nodes 0..M-1 only
+
+
+def test_paths_plane_joins_paths_and_marks_samples():
+    K, B = 5, 3
+    pts = np.random.default_rng(0).normal(size=(K, B, 2))
+    tr = _traces(figures.paths_plane({"GT (dopri5)": {"times": np.linspace(0, 1, K), "pts": pts},
+                                      "RK2 (midpoint)": {"times": np.linspace(0, 1, K), "pts": pts + 1}},
+                                     "GT (dopri5)", "t", ("a", "b")))
+    names = [t["name"] for t in tr]
+    assert names == ["GT (dopri5)", "GT (dopri5): samples", "RK2 (midpoint)", "RK2 (midpoint): samples", "noise x0"]
+    assert len(tr[0]["x"]) == B * (K + 1)  # B paths of K points separated by gaps
+    np.testing.assert_allclose(tr[1]["x"], pts[-1, :, 0])
+    np.testing.assert_allclose(tr[4]["y"], pts[0, :, 1])
+
+
+def test_image_grid_tiles_images_with_gaps():
+    imgs = np.arange(6 * 4 * 4, dtype=float).reshape(6, 1, 4, 4)
+    tr = _traces(figures.image_grids({"GT": imgs, "RK2": imgs}, "t", cols=3))
+    assert len(tr) == 2
+    z = tr[0]["z"]
+    assert z.shape == (2 * 5 - 1, 3 * 5 - 1)
+    np.testing.assert_allclose(z[::-1][:4, :4], imgs[0, 0])  # flipped back: first image top-left
+    assert np.isnan(z[::-1][4, 0])  # the gap row
+
+
+def test_sweep_and_benchmark_figures():
+    rows = [{"sigma0": 2.0, "rmse": 0.1, "psnr": 30.0, "init_rmse": 0.2, "init_psnr": 25.0},
+            {"sigma0": 0.5, "rmse": 0.3, "psnr": 20.0, "init_rmse": 0.4, "init_psnr": 18.0}]
+    tr = _traces(figures.sweep(rows, "sigma0", "sigma0", log_x=True))
+    np.testing.assert_allclose(tr[0]["x"], [0.5, 2.0])  # sorted by the swept value
+    np.testing.assert_allclose(tr[0]["y"], [0.3, 0.1])
+    bench = [{"solver": "GT (dopri5)", "kind": "GT", "nfe": 100, "rmse": 0.0, "psnr": float("inf")},
+             {"solver": "RK2", "kind": "built-in", "nfe": 8, "rmse": 0.1, "psnr": 25.0},
+             {"solver": "RK2", "kind": "built-in", "nfe": 4, "rmse": 0.3, "psnr": 15.0},
+             {"solver": "bes", "kind": "learned", "nfe": 8, "rmse": 0.01, "psnr": 40.0}]
+    tr = _traces(figures.benchmark(bench))
+    assert [t["name"] for t in tr] == ["RK2", "RK2", "bes", "bes"]  # GT is not a line
+    np.testing.assert_allclose(tr[0]["x"], [4, 8])
+    assert tr[2]["marker"]["symbol"] == "star"
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 8, 8)])
+def test_decode_traces_roundtrip(shape):
+    x = np.random.default_rng(1).normal(size=(7, *shape))
+    fig = figures.scatter_2d({"a": x.reshape(7, -1)[:, :2]}, "t")
+    np.testing.assert_allclose(_traces(fig)[0]["x"], x.reshape(7, -1)[:, 0])

@@ -1,0 +1,255 @@
+"""AppTest of every page with the default model: what each shows (figures with the expected
+traces, finite numbers), a training run driven through the Train page, a sweep through the
+Ablations page, and uploads of corrupt files that must give a message, never an exception."""
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.train import SolverSpec, TrainConfig, train_solver
+from explorer import figures, state
+from explorer.models import load_entry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APP = os.path.join(ROOT, "streamlit_app.py")
+TIMEOUT = 180  # seconds for one script run (the first one imports torch and solves the GT)
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at) -> list[list[dict]]:
+    """The traces of every plotly chart on the page (base64 arrays decoded)."""
+    return [figures.decode_traces(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def chart_with(at, name: str) -> list[dict]:
+    for traces in charts(at):
+        if any(t.get("name") == name for t in traces):
+            return traces
+    raise AssertionError(f"no chart with a trace named {name!r}; charts: {[[t.get('name') for t in c] for c in charts(at)]}")
+
+
+def finite(v) -> bool:
+    a = np.asarray(v, dtype=float)
+    return a.size > 0 and bool(np.isfinite(a).all())
+
+
+def errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def wait_for(at, condition, timeout=120.0, what="condition"):
+    """run_every timers do not tick in AppTest: rerun the script until `condition(at)`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.3)
+        at.run()
+        assert not at.exception, at.exception
+        if condition(at):
+            return at
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; errors on the page: {errors(at)}")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A quickly trained RK2-Bespoke solver (NFE 6) for the default model."""
+    key = state.default_model_key()
+    field = load_entry(key)
+    res = train_solver(field, SolverSpec("rk2-bespoke", 6),
+                       TrainConfig(iters=20, n_train=256, n_val=64, batch_size=128, val_every=10))
+    return key, field, res
+
+
+@pytest.fixture
+def app_with_solver(trained):
+    key, field, res = trained
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[state.SOLVERS] = [state.SolverEntry("#1 test RK2-Bespoke", res.solver, field.model_id,
+                                                         field.guidance_scale, "trained", best=res.best)]
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state[state.MODEL_KEY] == key
+    return at
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+def test_model_page_shows_the_model_and_its_gt_samples():
+    at = new_app()
+    assert at.title[0].value == "Model" and not errors(at)
+    assert at.latex, "the page shows its key formula"
+    table = at.table[0].value
+    assert "Gaussian path" in list(table.iloc[:, 0])
+    path = chart_with(at, "alpha_t (data weight)")
+    assert finite(path[0]["y"]) and finite(path[1]["y"])
+    gt = chart_with(at, "GT (dopri5)")
+    if "z" in gt[0]:  # image model: a mosaic of GT samples
+        z = np.asarray(gt[0]["z"], dtype=float)
+        assert np.isfinite(z[~np.isnan(z)]).all() and np.isfinite(z).sum() > 0
+    else:  # 2-D model: a scatter of GT samples
+        assert len(gt[0]["x"]) == 2000 and finite(gt[0]["x"]) and finite(gt[0]["y"])
+
+
+def test_corrupt_model_upload_gives_a_message_not_an_exception():
+    at = new_app()
+    before = at.session_state[state.MODEL_KEY]
+    at.file_uploader(key="model.upload").set_value(("broken.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json",
+                                                    "application/octet-stream")).run()
+    assert not at.exception, at.exception
+    msgs = errors(at)
+    assert any("Could not open 'broken.safetensors'" in m and "not a checkpoint" in m for m in msgs), msgs
+    assert at.session_state[state.MODEL_KEY] == before
+    # A pickle (torch.save) is refused with its own message.
+    at.file_uploader(key="model.upload").set_value(("model.pt", b"\x80\x02}q\x00.", "application/octet-stream")).run()
+    assert not at.exception and any("pickle" in m for m in errors(at)), errors(at)
+
+
+def test_switching_model_carries_across_pages():
+    at = new_app()
+    current = at.session_state[state.MODEL_KEY]
+    other = next(r for r in state.model_catalogue() if r.source == "analytic" and r.key != current)
+    pick = next(s for s in at.selectbox if s.label == "Model")
+    pick.set_value(other.key).run()
+    assert not at.exception, at.exception
+    assert at.session_state[state.MODEL_KEY] == other.key
+    at.switch_page("pages/samples.py").run()
+    assert not at.exception and not errors(at)
+    assert at.session_state[state.MODEL_KEY] == other.key
+    assert at.title[0].value == "Samples side by side" and charts(at)[0][0]["name"] == "GT (dopri5)"
+
+
+# --------------------------------------------------------------------------------------------
+# Train
+# --------------------------------------------------------------------------------------------
+
+def test_train_page_runs_a_short_training_and_lists_the_solver():
+    at = new_app()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception and not errors(at)
+    at.selectbox(key="train.family").set_value("rk2-bespoke")
+    at.number_input(key="train.nfe").set_value(6)
+    at.number_input(key="train.iters").set_value(20)
+    at.number_input(key="train.n_train").set_value(256)
+    at.number_input(key="train.n_val").set_value(64)
+    at.number_input(key="train.val_every").set_value(5)
+    at.button(key="train.start").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert len(at.session_state[state.JOBS]) == 1
+    wait_for(at, lambda a: len(a.session_state[state.SOLVERS]) == 1, what="the run to finish and be listed")
+    job = at.session_state[state.JOBS][0]
+    assert job.status == "done" and job.history[-1]["iteration"] == 20
+    listed = at.dataframe[0].value
+    assert len(listed) == 1 and listed["NFE"].iloc[0] == 6 and math.isfinite(listed["best RMSE"].iloc[0])
+    curves = chart_with(at, "val RMSE")
+    assert finite(curves[1]["y"]) and len(curves[1]["y"]) == 5  # validated at 0, 5, 10, 15, 20
+    schedule = chart_with(at, "learned (now)")
+    assert finite(schedule[0]["y"]) and schedule[0]["y"][0] == 0 and abs(schedule[0]["y"][-1] - 1) < 1e-9
+    assert at.get("download_button"), "the solver can be downloaded"
+
+
+def test_solver_upload_roundtrip_and_corrupt_solver(app_with_solver, trained):
+    at = app_with_solver
+    _, field, res = trained
+    at.switch_page("pages/train.py").run()
+    entry = at.session_state[state.SOLVERS][0]
+    raw = entry.to_bytes(field)
+    at.file_uploader(key="train.upload").set_value(("saved.safetensors", raw, "application/octet-stream")).run()
+    assert not at.exception and not errors(at), errors(at)
+    rows = at.session_state[state.SOLVERS]
+    assert len(rows) == 2 and rows[1].source == "uploaded" and rows[1].digest == entry.digest
+    at.file_uploader(key="train.upload").set_value(("junk.safetensors", raw[:100], "application/octet-stream")).run()
+    assert not at.exception, at.exception
+    assert any("Could not use 'junk.safetensors'" in m for m in errors(at)), errors(at)
+    assert len(at.session_state[state.SOLVERS]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Schedules, Paths, Samples, Ablations, Benchmark
+# --------------------------------------------------------------------------------------------
+
+def test_schedules_page_without_and_with_a_solver(app_with_solver):
+    at = new_app()
+    at.switch_page("pages/schedules.py").run()
+    assert not at.exception and not errors(at)
+    names = [t["name"] for t in charts(at)[0]]
+    assert "identity" in names and "EDM schedule" in names
+    at = app_with_solver
+    at.switch_page("pages/schedules.py").run()
+    assert not at.exception and not errors(at)
+    st_map = chart_with(at, "learned")
+    learned = [t for t in st_map if t["name"] == "learned"]
+    assert len(learned) == 4 and all(finite(t["y"]) for t in learned)
+    assert learned[0]["y"][0] == 0 and abs(learned[0]["y"][-1] - 1) < 1e-12  # t_0 = 0, t_1 = 1
+    assert np.all(np.diff(learned[0]["y"]) > 0)  # t_r increasing
+    eq = chart_with(at, "alpha_bar_r (solver)")
+    assert finite(eq[0]["y"]) and abs(eq[0]["y"][0]) < 1e-2  # alpha_bar_0 = s_0 alpha_0 ~ 0
+
+
+def test_paths_page_projects_gt_rk2_and_learned(app_with_solver):
+    at = app_with_solver
+    at.switch_page("pages/paths.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    pca = chart_with(at, "noise x0")
+    names = [t["name"] for t in pca]
+    assert {"GT (dopri5)", "RK2 (midpoint)", "#1 test RK2-Bespoke"} <= set(names)
+    err = next(c for c in charts(at) if [t["name"] for t in c] == ["RK2 (midpoint)", "#1 test RK2-Bespoke"])
+    assert finite(err[0]["y"]) and finite(err[1]["y"])
+    assert err[0]["y"][0] == 0 and err[0]["y"][-1] > 0  # same noise: zero error at t = 0
+    assert len(err[1]["x"]) == 4  # 3 steps of RK2-Bespoke at NFE 6 -> 4 step points
+    table = at.dataframe[0].value
+    assert np.isfinite(table["RMSE to GT at t = 1"]).all()
+
+
+def test_samples_page_side_by_side_with_metrics(app_with_solver):
+    at = app_with_solver
+    at.switch_page("pages/samples.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    fig = charts(at)[0]
+    assert [t["name"] for t in fig] == ["GT (dopri5)", "RK2 (midpoint) @ 6", "#1 test RK2-Bespoke"]
+    table = at.dataframe[0].value
+    assert list(table["NFE"]) == [6, 6]
+    assert np.isfinite(table["RMSE to GT"]).all() and np.isfinite(table["PSNR to GT (dB)"]).all()
+    assert (table["RMSE to GT"] > 0).all()
+
+
+def test_ablations_page_runs_a_small_sweep():
+    at = new_app()
+    at.switch_page("pages/ablations.py").run()
+    assert not at.exception and not errors(at)
+    at.selectbox(key="abl.family").set_value("rk1-bespoke").run()
+    at.number_input(key="abl.nfe").set_value(4)
+    at.text_input(key="abl.values.lipschitz").set_value("0, 2")
+    at.number_input(key="abl.iters").set_value(5)
+    at.number_input(key="abl.n_train").set_value(64)
+    at.button(key="abl.start").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    wait_for(at, lambda a: len(a.session_state[state.ABLATIONS]) == 1, what="the sweep to finish")
+    result = at.session_state[state.ABLATIONS][0]
+    assert [r["lipschitz"] for r in result["rows"]] == [0.0, 2.0]
+    fig = chart_with(at, "trained (RMSE)")
+    assert finite(fig[0]["y"]) and list(fig[0]["x"]) == [0.0, 2.0]
+    assert len(at.dataframe[0].value) == 2
+
+
+def test_benchmark_page_error_vs_nfe(app_with_solver):
+    at = app_with_solver
+    at.switch_page("pages/benchmark.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    fig = charts(at)[0]
+    names = [t["name"] for t in fig]
+    assert {"RK1 (Euler)", "RK2 (midpoint)", "RK4", "#1 test RK2-Bespoke"} <= set(names)
+    for t in fig:
+        assert finite(t["x"]) and finite(t["y"]), t["name"]
+    euler = next(t for t in fig if t["name"] == "RK1 (Euler)")
+    assert euler["y"][-1] < euler["y"][0]  # more NFE, less error
+    learned = next(t for t in fig if t["name"] == "#1 test RK2-Bespoke")
+    assert list(learned["x"]) == [6]
