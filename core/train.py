@@ -57,8 +57,8 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # "cosine" decay to 10 % or "constant"
     batch_size: int = 256  # GT paths (Bespoke) or pairs (BNS) per iteration
     val_every: int = 25  # validate every k iterations (and at the first and last)
-    n_train: int = 2048  # GT paths / pairs to train on, solved once
-    n_val: int = 512  # held-out noise for validation
+    n_train: int = 1024  # GT paths / pairs to train on, solved once (enough for < 200 parameters)
+    n_val: int = 256  # held-out noise for validation
     gt_atol: float = 1e-5  # dopri5 tolerances of the ground truth
     gt_rtol: float = 1e-5
     gt_grid: int = 65  # Bespoke: dense grid of the GT path pool (Hermite interpolation between)
