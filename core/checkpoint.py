@@ -103,7 +103,10 @@ def loads(raw: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Parse checkpoint bytes into (tensors, our header). Never executes anything."""
     if len(raw) > MAX_FILE_BYTES:
         raise CheckpointError(f"checkpoint is over the {MAX_FILE_BYTES}-byte limit")
-    if raw[:2] == b"\x80\x02" or raw[:1] == b"\x80" or raw[:4] == b"PK\x03\x04":
+    # A pickle starts with 0x80; so may our u64 header length (any length = 128 mod 256): only a
+    # file whose first 8 bytes are not a plausible header length followed by "{" is a pickle.
+    plausible = len(raw) > 8 and struct.unpack("<Q", raw[:8])[0] <= len(raw) - 8 and raw[8:9] == b"{"
+    if not plausible and (raw[:1] == b"\x80" or raw[:4] == b"PK\x03\x04"):
         raise CheckpointError("this is a pickle/torch.save file, not a Bespoke Explorer checkpoint; "
                               "pickles are refused because loading them can run arbitrary code")
     if len(raw) < 8:
