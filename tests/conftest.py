@@ -27,3 +27,10 @@ def mixture_ot():
     from core.paths import CondOTPath
     means = torch.tensor([[-1.5, -1.5], [1.5, 1.5], [-1.5, 1.5], [1.5, -1.5], [0.0, 0.0]], dtype=torch.float64)
     return mixture_field(CondOTPath(), means, 0.15)
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Every test starts from the same global RNG state, whatever ran before it."""
+    torch.manual_seed(0)
+    yield

@@ -269,13 +269,13 @@ def test_conditional_batches_keep_their_labels(f64):
     idx = aligned_batch(30, 12, 3, torch.Generator().manual_seed(0))
     assert idx.numel() == 12 and torch.equal(idx % 3, torch.arange(12) % 3)
     x0 = torch.randn(30, 2)
-    pool = GTPool.build(field, x0, n_grid=33, atol=1e-9, rtol=1e-9, batch_size=7)  # chunks rounded to 6
+    pool = GTPool.build(field, x0, n_grid=65, atol=1e-9, rtol=1e-9, batch_size=7)  # chunks rounded to 6
     solver = BespokeSolver(2, 50)
     obj = BespokeObjective(field, pool, pool, batch_size=13)  # rounded to 12
     # A fine Bespoke (= midpoint) solve reproduces the pool's GT with every sample at its label,
     # so the local errors on aligned batches are tiny.
     aligned = obj.loss(solver, torch.Generator().manual_seed(0)).max()
-    assert aligned < 2e-3
+    assert aligned < 5e-3  # midpoint truncation error summed over 50 steps
     # The same paths read at the wrong residue (shifted by one row) are far off: the check bites.
     shifted = BespokeObjective(field, pool.subset(torch.arange(1, 28)), pool, batch_size=12)
     assert shifted.loss(solver, torch.Generator().manual_seed(0)).max() > 20 * aligned
