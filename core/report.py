@@ -57,6 +57,7 @@ class SweepConfig:
     train_iters: int = 300  # learned solvers: Adam iterations per (family, NFE)
     train_seconds: Optional[float] = None  # learned solvers: also stop after this many seconds each
     train_n: int = 1024  # learned solvers: GT paths / pairs to train on (plus train_n // 4 held out)
+    train_batch: int = 256  # learned solvers: GT paths / pairs per Adam iteration
     seed: int = 0  # training seed; evaluation noise uses seed + EVAL_SEED_OFFSET
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
 
@@ -67,7 +68,7 @@ class SweepConfig:
         for fam in self.learned:
             if fam not in LEARNED:
                 raise ValueError(f"unknown learned solver family {fam!r}; known: {LEARNED}")
-        for name in ("n_samples", "n_projections", "train_iters", "train_n"):
+        for name in ("n_samples", "n_projections", "train_iters", "train_n", "train_batch"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"SweepConfig.{name} must be a positive integer, got {v!r}")
@@ -263,6 +264,7 @@ def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str):
     """Train one learned solver within the budget; returns (solver, TrainResult)."""
     from .train import SolverSpec, TrainConfig, train_solver
     tcfg = TrainConfig(iters=cfg.train_iters, n_train=cfg.train_n, n_val=max(cfg.train_n // 4, 2),
+                       batch_size=min(cfg.train_batch, cfg.train_n),
                        val_every=max(cfg.train_iters // 10, 1), gt_atol=cfg.gt_atol, gt_rtol=cfg.gt_rtol,
                        device=device, seed=cfg.seed)
     stop = threading.Event()
@@ -490,6 +492,7 @@ def add_cli_options(p) -> None:
     p.add_argument("--train-seconds", type=float, default=None,
                    help="budget per learned solver: stop after this many seconds, GT included (default: none)")
     p.add_argument("--train-n", type=int, default=1024, help="GT paths per learned solver (default 1024)")
+    p.add_argument("--train-batch", type=int, default=256, help="GT paths per Adam iteration (default 256)")
     p.add_argument("--out-dir", default=None,
                    help="write sweep.json, sweep.md and a plot per metric here (sweep mode)")
     p.add_argument("--plot", default="html", choices=["html", "svg", "none"], help="plot format (default html)")
@@ -515,7 +518,7 @@ def run_cli(args, field, device, x0: Optional[Tensor] = None) -> SweepResult:
     n = int(x0.shape[0]) if x0 is not None else args.n
     cfg = SweepConfig(solvers=tuple(names), learned=learned, nfes=nfes, n_samples=n, gt_atol=args.gt_tol,
                       gt_rtol=args.gt_tol, train_iters=args.train_iters, train_seconds=args.train_seconds,
-                      train_n=args.train_n, seed=args.seed, device=str(device))
+                      train_n=args.train_n, train_batch=args.train_batch, seed=args.seed, device=str(device))
     import sys
     result = sweep(field, cfg, x0=x0, progress=lambda m: print(m, file=sys.stderr, flush=True))
     result.model["file"] = getattr(args, "model", None)
