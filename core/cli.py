@@ -1,0 +1,321 @@
+"""The command line: `python -m core <command> --help`.
+
+    train-model   train a flow / diffusion model on a built-in data set -> model checkpoint
+    train-solver  learn a Bespoke / BNS solver for a model at one NFE   -> solver checkpoint
+    sample        run a solver from noise                               -> .npy or .png
+    evaluate      RMSE / PSNR against GT from the same noise            -> JSON + table
+    info          print a checkpoint's header
+
+Every user error (unknown name, missing or bad file, impossible NFE, a solver made for another
+model) exits with status 2 and one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are one line too."""
+
+    def error(self, message: str):  # noqa: D102
+        raise UserError(f"{self.prog}: {message}")
+
+
+# --------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------
+
+def _load_field(args, device=None):
+    from .model_io import load_model
+    if not Path(args.model).exists():
+        raise UserError(f"model file not found: {args.model!r}")
+    field = load_model(args.model, guidance_scale=getattr(args, "guidance", None), device=device,
+                       labels=getattr(args, "label", None))
+    return field
+
+
+def _device(name: str) -> torch.device:
+    from .train_model import resolve_device
+    return resolve_device(name)
+
+
+def _noise(args, field, device) -> torch.Tensor:
+    """x0 from --noise FILE.npy, else N(0, I) from --seed and --n."""
+    if args.noise:
+        p = Path(args.noise)
+        if not p.is_file():
+            raise UserError(f"noise file not found: {args.noise!r}")
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise UserError(f"cannot read noise file {args.noise!r} as a .npy array ({e})".replace("\n", " "))
+        if arr.dtype.kind != "f" or arr.ndim < 1 or tuple(arr.shape[1:]) != tuple(field.data_shape) or len(arr) == 0:
+            raise UserError(f"noise file {args.noise!r} holds a {arr.dtype} array of shape {arr.shape}; this model "
+                            f"needs floats of shape (N, {', '.join(map(str, field.data_shape))})")
+        if not np.isfinite(arr).all():
+            raise UserError(f"noise file {args.noise!r} has non-finite values")
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(device)
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    return field.noise(args.n, torch.Generator().manual_seed(args.seed)).to(device)
+
+
+def _get_solver(name: str, field, device=None):
+    from .solvers.registry import get_solver
+    if not Path(name).exists() and ("/" in name or name.endswith((".safetensors", ".bespoke", ".solver"))):
+        raise UserError(f"solver file not found: {name!r}")
+    return get_solver(name, field, device=device)
+
+
+def _write_json(path: str, obj) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------
+
+def cmd_train_model(args) -> None:
+    from .model_io import save_model
+    from .train_model import ModelTrainConfig, train_model
+    if not args.out.endswith(".safetensors"):
+        raise UserError(f"--out must end in .safetensors, got {args.out!r}")
+    cfg = ModelTrainConfig(data=args.data, path=args.path, prediction=args.prediction, arch=args.arch,
+                           hidden=args.hidden, layers=args.layers, x_freq=args.x_freq, steps=args.steps,
+                           batch_size=args.batch_size, lr=args.lr, ema=args.ema, p_uncond=args.p_uncond,
+                           guidance_scale=args.guidance_scale, seed=args.seed, device=args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = train_model(cfg, progress=not args.quiet)
+    digest = save_model(args.out, result.net, result.header)
+    print(f"saved {args.out}  model_id {digest[:16]}  final loss {result.history[-1][1]:.4f}  "
+          f"{result.seconds:.1f} s")
+
+
+def cmd_train_solver(args) -> None:
+    from .solvers.learned import save_solver
+    from .train import SolverSpec, TrainConfig, train_solver
+    device = _device(args.device)
+    field = _load_field(args, device)
+    spec = SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
+                      sigma0=args.sigma0)
+    cfg = TrainConfig(iters=args.iters, lr=args.lr, batch_size=args.batch_size, n_train=args.n_train,
+                      n_val=args.n_val, device=str(device), seed=args.seed)
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.iters, desc=f"train {spec.family}@{spec.nfe}", unit="it", dynamic_ncols=True)
+
+    def callback(ev) -> None:
+        if bar is None:
+            return
+        bar.n = ev.iteration
+        post = {"loss": f"{ev.loss:.4g}"}
+        if ev.metrics:
+            post.update(rmse=f"{ev.metrics['rmse']:.4g}", psnr=f"{ev.metrics['psnr']:.2f}")
+        bar.set_postfix(post, refresh=False)
+        bar.refresh()
+
+    if not args.quiet:
+        print(f"solving the GT paths of {cfg.n_train + cfg.n_val} noise samples (dopri5) ...", file=sys.stderr)
+    result = train_solver(field, spec, cfg, callback)
+    if bar is not None:
+        bar.close()
+    summary = result.summary()
+    digest = save_solver(result.solver, args.out, field, extra=summary)
+    init, best = result.init, result.best
+    print(f"saved {args.out}  ({digest[:16]})  {spec.family}@{spec.nfe}: validation RMSE "
+          f"{init.get('rmse', float('nan')):.5f} -> {best.get('rmse', float('nan')):.5f}, PSNR "
+          f"{init.get('psnr', float('nan')):.2f} -> {best.get('psnr', float('nan')):.2f} dB "
+          f"(best at iteration {result.best_iteration}; GT {result.gt_seconds:.1f} s, training {result.elapsed:.1f} s)")
+
+
+def cmd_sample(args) -> None:
+    from .render import samples_image
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".png"):
+        raise UserError(f"--out must end in .npy or .png, got {args.out!r}")
+    device = _device(args.device)
+    field = _load_field(args, device)
+    solver = _get_solver(args.solver, field, device)
+    solver.check_nfe(args.nfe)
+    x0 = _noise(args, field, device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        res = solver.solve(field, x0, args.nfe)
+    wall = time.perf_counter() - start
+    x = res.x.detach().cpu().float()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, x.numpy())
+    else:
+        title = f"{Path(args.model).stem} | {solver.name} | NFE {res.nfe}"
+        samples_image(x, title=title).save(out)
+    print(f"wrote {args.out}: {x.shape[0]} samples, {solver.name}, NFE {res.nfe}, {wall:.2f} s")
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluate import evaluate, format_table, ground_truth, solver_nfes
+    device = _device(args.device)
+    field = _load_field(args, device)
+    solvers = [_get_solver(name, field, device) for name in args.solver]
+    for s in solvers:  # check every (solver, NFE) before the expensive GT
+        solver_nfes(s, args.nfe or [])
+    x0 = _noise(args, field, device)
+    gt = ground_truth(field, x0, atol=args.gt_tol, rtol=args.gt_tol)
+    rows = evaluate(field, solvers, args.nfe or [], x0, gt)
+    report = {"model": args.model, "model_id": field.model_id, "guidance_scale": field.guidance_scale,
+              "n": int(x0.shape[0]), "noise": args.noise or {"seed": args.seed},
+              "gt": {"solver": "dopri5", "atol": gt.atol, "rtol": gt.rtol, "nfe": gt.nfe, "wall_s": round(gt.wall_s, 4)},
+              "results": rows}
+    if args.json:
+        _write_json(args.json, report)
+    print(f"GT: dopri5 (tol {args.gt_tol:g}), NFE {gt.nfe}, {gt.wall_s:.2f} s, {x0.shape[0]} samples")
+    print(format_table(rows))
+
+
+def cmd_info(args) -> None:
+    from .checkpoint import load
+    if not Path(args.file).exists():
+        raise UserError(f"file not found: {args.file!r}")
+    tensors, header = load(args.file)
+    n = sum(t.numel() for t in tensors.values())
+    print(json.dumps({**header, "tensors": len(tensors), "parameters": n}, indent=2))
+
+
+# --------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------
+
+def _model_options(p, guidance: bool = True) -> None:
+    p.add_argument("--model", required=True, help="model checkpoint (.safetensors)")
+    if guidance:
+        p.add_argument("--guidance", type=float, default=None,
+                       help="classifier-free guidance scale (conditional models; default: the checkpoint's)")
+        p.add_argument("--label", type=int, default=None,
+                       help="class of every sample (conditional models; default: cycle 0, 1, ..., 9)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+
+
+def _noise_options(p, n: int) -> None:
+    p.add_argument("--noise", default=None, help="x0 from this .npy file (N, *data_shape); overrides --seed/--n")
+    p.add_argument("--seed", type=int, default=0, help="seed of the N(0, I) noise (default 0)")
+    p.add_argument("--n", type=int, default=n, help=f"number of samples (default {n})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data import DATASETS
+    from .solvers.registry import BUILTIN_SOLVERS
+    from .train import LEARNED_FAMILIES
+
+    parser = _Parser(prog="python -m core", description="Bespoke Explorer: train flow models and learned "
+                     "solvers, sample, evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train-model", help="train a flow / diffusion model on a built-in data set",
+                       description="Train a flow model (FM-OT, FM/v-CS) or a diffusion model (eps-VP) on a "
+                       "built-in data set and save it as a safe checkpoint.")
+    p.add_argument("--data", required=True, choices=sorted(DATASETS), help="training data")
+    p.add_argument("--path", default="fm-ot", choices=["fm-ot", "fm-cs", "eps-vp"], help="Gaussian path (default fm-ot)")
+    p.add_argument("--prediction", default="auto", choices=["auto", "velocity", "eps", "x1"],
+                   help="what the network predicts (default: eps for eps-vp, else velocity)")
+    p.add_argument("--arch", default="auto", choices=["auto", "time-mlp", "cond-resmlp"], help="network (default by data)")
+    p.add_argument("--hidden", type=int, default=256, help="network width (default 256)")
+    p.add_argument("--layers", type=int, default=3, help="hidden layers / residual blocks (default 3)")
+    p.add_argument("--x-freq", type=int, default=0, help="Fourier features of x for time-mlp (default 0)")
+    p.add_argument("--steps", type=int, default=20000, help="optimiser steps (default 20000)")
+    p.add_argument("--batch-size", type=int, default=1024, help="samples per step (default 1024)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved weights (default 0.999)")
+    p.add_argument("--p-uncond", type=float, default=0.1, help="null-label probability, labelled data (default 0.1)")
+    p.add_argument("--guidance-scale", type=float, default=2.0,
+                   help="default guidance scale stored in the checkpoint, labelled data (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
+    p.set_defaults(func=cmd_train_model)
+
+    p = sub.add_parser("train-solver", help="learn a Bespoke / BNS solver for a model at one NFE",
+                       description="Train a learned solver for one model at one NFE and save it.")
+    _model_options(p)
+    p.add_argument("--solver", required=True, choices=list(LEARNED_FAMILIES), help="learned solver family")
+    p.add_argument("--nfe", type=int, required=True, help="network evaluations of the solver")
+    p.add_argument("--lipschitz", type=float, default=1.0, help="L_tau of the RMSE-bound loss (default 1)")
+    p.add_argument("--loss", default="rmse-bound", help="Bespoke loss: rmse-bound, local, final-rmse")
+    p.add_argument("--init", default="identity", help="Bespoke: identity or a path name; BNS: a base solver")
+    p.add_argument("--sigma0", type=float, default=1.0, help="BNS preconditioning scale (default 1)")
+    p.add_argument("--iters", type=int, default=600, help="Adam iterations (default 600)")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3)")
+    p.add_argument("--batch-size", type=int, default=256, help="GT paths per iteration (default 256)")
+    p.add_argument("--n-train", type=int, default=2048, help="GT paths to train on (default 2048)")
+    p.add_argument("--n-val", type=int, default=512, help="validation noise samples (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="output solver file (.safetensors)")
+    p.set_defaults(func=cmd_train_solver)
+
+    p = sub.add_parser("sample", help="run a solver from noise; write .npy or a .png picture",
+                       description="Sample a model with a built-in solver "
+                       f"({', '.join(BUILTIN_SOLVERS)}) or a saved learned solver file.")
+    _model_options(p)
+    p.add_argument("--solver", required=True, help="built-in solver name or learned solver file")
+    p.add_argument("--nfe", type=int, required=True, help="network evaluations")
+    _noise_options(p, 1000)
+    p.add_argument("--out", required=True, help="samples.npy, or a .png scatter (2-D) / image grid")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="RMSE / PSNR of solvers against GT from the same noise",
+                       description="For each solver and NFE: RMSE and PSNR against dopri5 GT samples from the "
+                       "same noise (GT solved once), the NFE spent and the wall time. A learned solver is "
+                       "evaluated at the NFE it was trained for.")
+    _model_options(p)
+    p.add_argument("--solver", required=True, action="extend", nargs="+",
+                   help="built-in names and/or learned solver files (repeatable)")
+    p.add_argument("--nfe", type=int, action="extend", nargs="+", default=None,
+                   help="NFEs for the built-in solvers (repeatable)")
+    _noise_options(p, 1000)
+    p.add_argument("--gt-tol", type=float, default=1e-5, help="dopri5 atol = rtol of the GT (default 1e-5)")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("info", help="print a checkpoint's header", description="Print a model or solver "
+                       "checkpoint's JSON header (validated, never unpickled).")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    except (UserError, CheckpointError, ValueError, FileNotFoundError, KeyError) as e:
+        msg = " ".join(str(e).split()) or e.__class__.__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

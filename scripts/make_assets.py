@@ -1,0 +1,167 @@
+"""Train every shipped model from a fixed seed, draw its GT samples, and write assets/README.md.
+
+    python scripts/make_assets.py                 # train all missing models, then pictures + README
+    python scripts/make_assets.py --retrain       # train all of them again
+    python scripts/make_assets.py --only digits_fm-ot --jobs 1
+    python scripts/make_assets.py --pictures-only # redraw pictures and README from the checkpoints
+
+Each model is made by exactly the `python -m core train-model ...` command listed in MODELS
+(one CPU thread, device cpu), so the README's commands are the ones that ran. Pictures show GT
+samples: the model's ODE solved from N(0, I) noise (seed 0) with adaptive dopri5.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+sys.path.insert(0, str(ROOT))
+
+_2D = ["--x-freq", "3", "--steps", "5000", "--batch-size", "1024", "--lr", "2e-3"]
+_DIGITS = ["--hidden", "192", "--layers", "3", "--steps", "4000", "--batch-size", "256", "--lr", "1e-3",
+           "--p-uncond", "0.1", "--guidance-scale", "2"]
+
+# name -> (what it is, train-model arguments)
+MODELS: dict[str, tuple[str, list[str]]] = {
+    "checkerboard_fm-ot": ("checkerboard, FM-OT", ["--data", "checkerboard", "--path", "fm-ot", *_2D]),
+    "checkerboard_fm-cs": ("checkerboard, FM/v-CS", ["--data", "checkerboard", "--path", "fm-cs", *_2D]),
+    "checkerboard_eps-vp": ("checkerboard, eps-VP (eps prediction)", ["--data", "checkerboard", "--path", "eps-vp", *_2D]),
+    "moons_fm-ot": ("two moons, FM-OT", ["--data", "moons", "--path", "fm-ot", *_2D]),
+    "spirals_fm-ot": ("two spirals, FM-OT", ["--data", "spirals", "--path", "fm-ot", *_2D]),
+    "digits_fm-ot": ("8x8 digits, FM-OT, class-conditional (CFG)", ["--data", "digits", "--path", "fm-ot", *_DIGITS]),
+    "digits_eps-vp": ("8x8 digits, eps-VP, class-conditional (CFG)", ["--data", "digits", "--path", "eps-vp", *_DIGITS]),
+}
+SEED = 0
+N_SCATTER = 3000  # GT samples per 2-D picture
+DIGIT_ROWS = 6  # GT digits per class in the picture (one column per class)
+
+
+def command(name: str) -> list[str]:
+    _, args = MODELS[name]
+    return ["python", "-m", "core", "train-model", *args, "--seed", str(SEED), "--device", "cpu", "--threads", "1",
+            "--quiet", "--out", f"assets/{name}.safetensors"]
+
+
+def train(name: str) -> float:
+    cmd = command(name)
+    print(f"[{name}] {shlex.join(cmd)}", flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, check=True)
+    seconds = time.perf_counter() - start
+    print(f"[{name}] done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def picture(name: str) -> dict:
+    """Draw data | GT samples for one model; returns facts for the README."""
+    import torch
+
+    from core import load_model
+    from core.data import digits, sample_data
+    from core.evaluate import ground_truth
+    from core.render import grid_image, hstack, scatter_image
+
+    torch.set_num_threads(1)
+    file = ASSETS / f"{name}.safetensors"
+    field = load_model(file)
+    data_name = field.meta["data"]["name"]
+    g = torch.Generator().manual_seed(0)
+    if field.data_shape == (2,):
+        x0 = field.noise(N_SCATTER, g)
+        gt = ground_truth(field, x0)
+        ref = sample_data(data_name, N_SCATTER, torch.Generator().manual_seed(1))
+        img = hstack([scatter_image(ref, title=f"data: {data_name}"),
+                      scatter_image(gt.x1, title=f"GT samples: {name}")])
+    else:
+        x0 = field.noise(10 * DIGIT_ROWS, g)  # the default labels cycle 0..9: one column per class
+        gt = ground_truth(field, x0)
+        x, y = digits()
+        ref = torch.cat([x[y == k][:DIGIT_ROWS] for k in range(10)]).reshape(10, DIGIT_ROWS, 1, 8, 8)
+        ref = ref.transpose(0, 1).reshape(-1, 1, 8, 8)  # rows of 0..9
+        img = hstack([grid_image(ref, title="data"),
+                      grid_image(gt.x1, title=f"GT samples, w = {field.guidance_scale:g}")])
+    img.save(ASSETS / f"{name}.png")
+    train_cfg = field.meta["training"]
+    return {"name": name, "what": MODELS[name][0], "command": shlex.join(command(name)),
+            "train_seconds": train_cfg["seconds"], "final_loss": round(train_cfg["final_loss"], 4),
+            "bytes": file.stat().st_size, "model_id": field.model_id, "gt_nfe": gt.nfe, "gt_samples": int(x0.shape[0]),
+            "path": field.path.name, "prediction": field.meta["prediction"], "data_range": field.data_range,
+            "guidance_scale": field.guidance_scale, "arch": field.meta["arch"], "arch_args": field.meta["arch_args"]}
+
+
+README_HEAD = """# Shipped models
+
+Small flow / diffusion models trained by this repository on its 2-core CPU, so the app and the
+experiments have real pre-trained models without any download. Every file is a safe checkpoint
+(safetensors layout + JSON header, never a pickle): load one with `core.load_model(path)`.
+`assets/manifest.json` holds the facts below in machine-readable form.
+
+- 2-D models: data in about [-2, 2]^2 (a 4x4 checkerboard of unit squares, two moons, two
+  spirals; `core/data.py`), PSNR data range R = 4. Network: `time-mlp`, 3 hidden layers of 256
+  (SiLU) on (x, Fourier features of x with periods 2, 1, 0.5, time features).
+- Digits: scikit-learn's 8x8 digits (1,797 images) scaled to [-1, 1], R = 2. Network:
+  `cond-resmlp` (3 residual blocks of width 192), class-conditional with a null class; trained
+  with label dropout 0.1, sampled with classifier-free guidance (one guided evaluation = one
+  batched forward pass = one NFE). The default scale stored in the checkpoint is w = 2; the
+  default labels cycle 0..9 (`field.with_labels(...)` to choose).
+- eps-VP models predict the noise; `load_model` turns them into the velocity of the same path.
+
+Remake everything (about {total_min:.0f} min of training on one thread of this machine; the
+pictures take a few minutes more):
+
+    python scripts/make_assets.py --retrain
+
+## The models
+
+| file | what | size | training | final loss | GT NFE (dopri5 1e-5) |
+| --- | --- | --- | --- | --- | --- |
+"""
+
+
+def write_readme(facts: list[dict]) -> None:
+    total = sum(f["train_seconds"] for f in facts) / 60
+    lines = [README_HEAD.format(total_min=total)]
+    for f in facts:
+        lines.append(f"| `{f['name']}.safetensors` | {f['what']} | {f['bytes'] / 1e6:.2f} MB | "
+                     f"{f['train_seconds']:.0f} s | {f['final_loss']} | {f['gt_nfe']} |\n")
+    lines.append(f"\nTotal: {sum(f['bytes'] for f in facts) / 1e6:.1f} MB.\n")
+    lines.append("\n## GT samples and the commands that made each model\n")
+    for f in facts:
+        lines.append(f"\n### {f['name']}: {f['what']}\n\n![{f['name']}]({f['name']}.png)\n\n"
+                     f"    {f['command']}\n")
+    (ASSETS / "README.md").write_text("".join(lines))
+    (ASSETS / "manifest.json").write_text(json.dumps(facts, indent=2) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", nargs="+", choices=sorted(MODELS), help="these models only")
+    ap.add_argument("--retrain", action="store_true", help="train even when the checkpoint exists")
+    ap.add_argument("--pictures-only", action="store_true", help="no training")
+    ap.add_argument("--no-pictures", action="store_true", help="train only")
+    ap.add_argument("--jobs", type=int, default=2, help="models trained at once (default 2)")
+    args = ap.parse_args()
+    names = args.only or list(MODELS)
+    if not args.pictures_only:
+        todo = [n for n in names if args.retrain or not (ASSETS / f"{n}.safetensors").exists()]
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            list(pool.map(train, todo))
+    if args.no_pictures:
+        return
+    facts = []
+    for n in MODELS:
+        if (ASSETS / f"{n}.safetensors").exists():
+            facts.append(picture(n))
+            print(f"[{n}] picture: GT NFE {facts[-1]['gt_nfe']}", flush=True)
+    write_readme(facts)
+
+
+if __name__ == "__main__":
+    main()
