@@ -83,3 +83,33 @@ def test_valid_nfe_and_config_errors(field):
     with pytest.raises(ValueError, match="0"):
         SweepConfig(nfes=(4, 0))
     assert set(distance_metrics((1, 8, 8))) == {"fd"}
+
+
+def _load_script(rel):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / rel
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_time_to_fraction():
+    bench = _load_script("bench/bench_perf.py")
+    hist = [{"elapsed": 0.0, "rmse": 1.0}, {"elapsed": 1.0}, {"elapsed": 2.0, "rmse": 0.5},
+            {"elapsed": 3.0, "rmse": 0.14}, {"elapsed": 4.0, "rmse": 0.1}]
+    assert bench.time_to_fraction(hist, "rmse", higher=False) == 3.0  # 0.86 >= 0.9 * 0.9 of the gain
+    assert bench.time_to_fraction([{"elapsed": 0, "psnr": 20}, {"elapsed": 1, "psnr": 19}], "psnr", True) is None
+    assert "| sample | m |" in bench.table([{"what": "sample", "model": "m", "value": 12345.0}])
+
+
+def test_report_sentences_follow_the_numbers(result):
+    mk = _load_script("scripts/make_report.py")
+    text = mk.rmse_sentences(result)
+    best8 = min((r for r in result.rows if r["nfe_target"] == 8), key=lambda r: r["rmse"])
+    assert f"{mk._n(best8['solver'])} ({mk._v(best8['rmse'])}) at NFE 8" in text
+    dist = mk.distance_sentences(result, "energy")
+    assert f"{mk._v(result.gt['energy'])}" in dist
+    md = mk.claims_markdown({"mix": result})
+    assert md.startswith("| model |")
