@@ -14,7 +14,9 @@ one forward pass, and raises `CheckpointError` with one line naming the problem 
 
 Class-conditional models (classifier-free guidance, MATH.md section 0):
     u = u_uncond + w (u_cond - u_uncond),  both halves in ONE batched forward pass = one NFE.
-w = 1 is the plain conditional model (one half only), w = 0 the unconditional one. Which class
+w = 1 is the plain conditional model (one half only), w = 0 the unconditional one.
+Networks predicting eps or x1 are evaluated at t clamped to [1e-5, 1 - 1e-5] (T_EDGE): the
+conversion to a velocity is singular at the ends (eps-VP: sigma'_1 is infinite). Which class
 each sample gets: row i of a batch gets labels[i % L] for the field's labels (L,); the default
 labels are 0, 1, ..., num_classes - 1, so a batch cycles through the classes. The label goes by
 position, so code that reorders or subsets a batch must bind the matching labels with
@@ -36,6 +38,7 @@ from .models import build_network, check_arch_args
 from .paths import PREDICTIONS, GaussianPath, get_path, velocity_from_prediction
 
 KIND = "model"
+T_EDGE = 1e-5  # eps / x1 networks are evaluated at t clamped to [T_EDGE, 1 - T_EDGE]
 
 
 def save_model(dst: Union[str, os.PathLike], net: nn.Module, header: dict) -> str:
@@ -245,11 +248,26 @@ def _check_guidance(w, num_classes: int) -> Optional[float]:
     return float(w)
 
 
+def _clamped_time(u, lo: float, hi: float):
+    def u_clamped(t: Tensor, x: Tensor) -> Tensor:
+        return u(torch.as_tensor(t, dtype=x.dtype, device=x.device).clamp(lo, hi), x)
+
+    return u_clamped
+
+
 def _make_field(net: nn.Module, base: ModelField, labels: Optional[Tensor], w: Optional[float]) -> ModelField:
     f = _network_fn(net, base.num_classes, w, labels)
     u = velocity_from_prediction(f, base.path, base.prediction)
     meta = {**base.meta, "guidance_scale": w,
             "labels": None if labels is None else labels.tolist()[:64]}
+    if base.prediction != "velocity":
+        # The eps / x1 -> velocity conversion divides by alpha_t or sigma_t, and eps-VP's sigma'_t
+        # is infinite at t = 1: a network error e becomes ~ e / sigma_t there (u(1, x) ~ 1e7 for a
+        # trained model, and dopri5 then spends tens of thousands of NFE). The field holds its
+        # value over the last (first) 1e-5 of time instead, like the usual diffusion-time
+        # epsilon of VP models; meta["t_clamp"] records it.
+        u = _clamped_time(u, T_EDGE, 1 - T_EDGE)
+        meta["t_clamp"] = [T_EDGE, 1 - T_EDGE]
     return replace(base, fn=u, labels=labels, guidance_scale=w, meta=meta)
 
 

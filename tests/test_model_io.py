@@ -86,6 +86,22 @@ def test_eps_model_is_converted_to_a_velocity(tmp_path):
     assert not torch.allclose(field(t, x), net(t, x))
 
 
+def test_eps_vp_field_is_finite_at_the_data_end(tmp_path, moons_file):
+    """eps-VP's sigma' is infinite at t = 1; the field holds its value over the last 1e-5."""
+    r = _tiny(path="eps-vp")
+    f = tmp_path / "vp.safetensors"
+    save_model(f, r.net, r.header)
+    field = load_model(f)
+    net, _ = load_network(f)
+    raw = velocity_from_prediction(lambda t, x: net(t, x), get_path("eps-vp"), "eps")
+    x = torch.randn(5, 2)
+    assert raw(torch.tensor(1.0), x).abs().max() > 1e6  # the unclamped conversion blows up
+    assert torch.equal(field(1.0, x), field(1 - 1e-5, x))
+    assert field(1.0, x).abs().max() < 1e3 and field.meta["t_clamp"] == [1e-5, 1 - 1e-5]
+    vel = load_model(moons_file)
+    assert not torch.equal(vel(1.0, x), vel(1 - 1e-5, x)) and "t_clamp" not in vel.meta
+
+
 def test_dtype_and_mixed_precision_inputs(moons_file):
     f64 = load_model(moons_file, dtype=torch.float64)
     x = torch.randn(4, 2, dtype=torch.float64)
