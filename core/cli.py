@@ -176,6 +176,10 @@ def cmd_evaluate(args) -> None:
     from .evaluate import evaluate, format_table, ground_truth, solver_nfes
     device = _device(args.device)
     field = _load_field(args, device)
+    from .report import run_cli, wants_sweep
+    if wants_sweep(args):  # NFE sweep, distances to the data, learned solvers per NFE: core/report.py
+        run_cli(args, field, device, _noise(args, field, device) if args.noise else None)
+        return
     solvers = [_get_solver(name, field, device) for name in args.solver]
     for s in solvers:  # check every (solver, NFE) before the expensive GT
         solver_nfes(s, args.nfe or [])
@@ -290,12 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "evaluated at the NFE it was trained for.")
     _model_options(p)
     p.add_argument("--solver", required=True, action="extend", nargs="+",
-                   help="built-in names and/or learned solver files (repeatable)")
+                   help="built-in names and/or learned solver files (repeatable); 'all' = every built-in "
+                   "solver (sweep mode)")
     p.add_argument("--nfe", type=int, action="extend", nargs="+", default=None,
                    help="NFEs for the built-in solvers (repeatable)")
     _noise_options(p, 1000)
     p.add_argument("--gt-tol", type=float, default=1e-5, help="dopri5 atol = rtol of the GT (default 1e-5)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
+    from .report import add_cli_options
+    add_cli_options(p)  # sweep mode: --train-learned, budgets, --out-dir, --plot (core/report.py)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="print a checkpoint's header", description="Print a model or solver "

@@ -113,3 +113,29 @@ def test_report_sentences_follow_the_numbers(result):
     assert f"{mk._v(result.gt['energy'])}" in dist
     md = mk.claims_markdown({"mix": result})
     assert md.startswith("| model |")
+
+
+def test_cli_evaluate_sweep_mode(tmp_path, capsys):
+    from core.cli import main
+    from core.model_io import save_model
+    from core.models import build_network
+
+    torch.manual_seed(0)
+    net = build_network("time-mlp", dim=2, hidden=16, layers=2)
+    header = {"arch": "time-mlp", "arch_args": {"dim": 2, "hidden": 16, "layers": 2}, "path": {"name": "fm-ot"},
+              "prediction": "velocity", "data": {"name": "gaussians", "shape": [2], "range": 4.0},
+              "conditioning": None, "seed": 0, "training": {"seconds": 100.0}}
+    model = tmp_path / "tiny.safetensors"
+    save_model(model, net, header)
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", str(model), "--solver", "euler", "midpoint", "--nfe", "2", "4", "--n", "60",
+                 "--device", "cpu", "--out-dir", str(out), "--plot", "svg", "--json", str(tmp_path / "s.json")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| midpoint |" in printed and "energy distance" in printed
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert {(r["solver"], r["nfe"]) for r in data["rows"]} == {("euler", 2), ("euler", 4), ("midpoint", 2), ("midpoint", 4)}
+    assert (out / "sweep.md").exists() and (out / "sweep_sw.svg").exists()
+    # a user error in sweep mode is one line and exit status 2
+    assert main(["evaluate", "--model", str(model), "--solver", "all", "--nfe", "4", "--train-learned", "rk9"]) == 2
+    assert "rk9" in capsys.readouterr().err
