@@ -34,6 +34,7 @@ Start at t = 0 (what we do, [choice]):
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import torch
@@ -309,7 +310,7 @@ def check_nfe(name: str, nfe) -> int:
 
     ddim, dpm++2m: any NFE >= 1. edm: odd NFE >= 1 (NFE = 2N - 1 for N sigmas).
     RK tableaus: a multiple of the number of stages."""
-    if isinstance(nfe, bool) or not isinstance(nfe, (int, float)) or int(nfe) != nfe or nfe < 1:
+    if isinstance(nfe, bool) or not isinstance(nfe, numbers.Real) or int(nfe) != nfe or nfe < 1:
         raise ValueError(f"NFE must be a positive integer, got {nfe!r}")
     nfe = int(nfe)
     if name == "edm":
