@@ -5,6 +5,7 @@ their quantity and unit; every figure has a legend or titled panels.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, Optional, Sequence
 
@@ -12,17 +13,33 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-TEMPLATE = "plotly_white"
-PALETTE = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+PALETTE = ["#1f77b4", "#2ca02c", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 FIXED_COLORS = {"GT (dopri5)": "#111111", "RK2 (midpoint)": "#ff7f0e", "identity": "#7f7f7f"}
 
 
-def color_for(label: str, i: int) -> str:
-    return FIXED_COLORS.get(label, PALETTE[i % len(PALETTE)])
+def _fixed_color(label: str) -> Optional[str]:
+    for name, color in FIXED_COLORS.items():
+        if label == name or label.startswith(name + " "):  # e.g. "RK2 (midpoint) @ 8"
+            return color
+    return None
+
+
+def colors(labels: Sequence[str]) -> dict[str, str]:
+    """A colour per label: GT black, RK2 orange, the identity grey; the others take the palette
+    in order (so the first learned solver is blue)."""
+    out, k = {}, 0
+    for label in labels:
+        c = _fixed_color(label)
+        if c is None:
+            c, k = PALETTE[k % len(PALETTE)], k + 1
+        out[label] = c
+    return out
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.0, xanchor="left"), height=height,
+    # No plotly template: Streamlit applies its own theme in the browser, and setting a template
+    # costs ~70 ms per figure here (it matters for the live training charts).
+    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=height,
                       margin=dict(l=60, r=20, t=60, b=50),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
     return fig
@@ -54,10 +71,11 @@ def scatter_2d(panels: Mapping[str, np.ndarray], title: str, subtitles: Optional
     titles = [f"{n}<br><sup>{subtitles[n]}</sup>" if subtitles and n in subtitles else n for n in names]
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=titles, shared_xaxes=True, shared_yaxes=True,
                         horizontal_spacing=0.03)
+    cmap = colors(names)
     for i, n in enumerate(names):
         x = np.asarray(panels[n])[:max_points]
         fig.add_scattergl(x=x[:, 0], y=x[:, 1], mode="markers", name=n, row=1, col=i + 1,
-                          marker=dict(size=3, color=color_for(n, i), opacity=0.6))
+                          marker=dict(size=3, color=cmap[n], opacity=0.6))
     fig.update_xaxes(title="x<sub>1</sub>", scaleanchor=None)
     fig.update_yaxes(title="x<sub>2</sub>", col=1)
     fig.update_layout(showlegend=False)
@@ -98,28 +116,59 @@ def image_grids(panels: Mapping[str, np.ndarray], title: str, subtitles: Optiona
 # Train page
 # ------------------------------------------------------------------------------------------
 
-def training_curves(history: Sequence[Mapping[str, float]], total_iters: Optional[int] = None) -> go.Figure:
+@functools.lru_cache(maxsize=16)
+def _grid(rows: int, cols: int, titles: tuple, h_space: float, v_space: float) -> str:
+    """make_subplots' layout (axis domains, panel titles) as JSON, computed once per shape:
+    make_subplots costs ~0.1 s, too much for charts redrawn several times a second."""
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=h_space,
+                        vertical_spacing=v_space)
+    return fig.layout.to_json()
+
+
+def _fast_subplots(rows: int, cols: int, titles: Sequence[str], traces: list[dict],
+                   axes: Mapping[str, dict], title: str, height: int, h_space: float = 0.08,
+                   v_space: float = 0.14) -> go.Figure:
+    """A subplot figure from trace dicts (with "xaxis": "x2" etc.) and per-axis settings
+    ({"xaxis2": {...}}), built without make_subplots or per-trace validation calls."""
+    import json
+
+    layout = json.loads(_grid(rows, cols, tuple(titles), h_space, v_space))
+    # No Python-side template: applying one costs ~10x the rest of the figure, and these charts
+    # are redrawn several times a second. Streamlit's theme still styles them in the browser.
+    layout["template"] = "none"
+    for name, settings in axes.items():
+        layout.setdefault(name, {}).update(settings)
+    fig = go.Figure(data=traces, layout=layout)
+    return _layout(fig, title, height)
+
+
+def _ax(k: int) -> tuple[str, str]:
+    """Trace axis references of subplot k (1-based): ("x", "y"), ("x2", "y2"), ..."""
+    return ("x", "y") if k == 1 else (f"x{k}", f"y{k}")
+
+
+def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
     """Training loss per iteration and validation RMSE / PSNR (to GT) where validated."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("training loss", "validation RMSE to GT",
-                                                         "validation PSNR to GT"), horizontal_spacing=0.08)
     it = np.array([h["iteration"] for h in history], dtype=float)
     loss = _finite([h.get("loss", np.nan) for h in history])
-    fig.add_scatter(x=it, y=loss, mode="lines", name="loss", line=dict(color="#1f77b4"), row=1, col=1)
     val = [h for h in history if "rmse" in h]
     v_it = np.array([h["iteration"] for h in val], dtype=float)
-    fig.add_scatter(x=v_it, y=_finite([h["rmse"] for h in val]), mode="lines+markers", name="val RMSE",
-                    line=dict(color="#d62728"), row=1, col=2)
-    fig.add_scatter(x=v_it, y=_finite([h["psnr"] for h in val]), mode="lines+markers", name="val PSNR",
-                    line=dict(color="#2ca02c"), row=1, col=3)
-    if len(loss) and np.nanmin(np.where(np.isfinite(loss), loss, np.inf)) > 0:
-        fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_yaxes(title="loss", row=1, col=1)
-    fig.update_yaxes(title="RMSE (data units)", row=1, col=2)
-    fig.update_yaxes(title="PSNR (dB)", row=1, col=3)
-    xr = [0, total_iters] if total_iters else None
-    fig.update_xaxes(title="iteration", range=xr)
-    return _layout(fig, "Training", height=330)
+    traces = [
+        dict(type="scatter", x=it, y=loss, mode="lines", name="loss", line=dict(color="#1f77b4")),
+        dict(type="scatter", x=v_it, y=_finite([h["rmse"] for h in val]), mode="lines+markers", name="val RMSE",
+             line=dict(color="#d62728"), xaxis="x2", yaxis="y2"),
+        dict(type="scatter", x=v_it, y=_finite([h["psnr"] for h in val]), mode="lines+markers", name="val PSNR",
+             line=dict(color="#2ca02c"), xaxis="x3", yaxis="y3"),
+    ]
+    positive = len(loss) and np.nanmin(np.where(np.isfinite(loss), loss, np.inf)) > 0
+    # The x range grows with the run (a fixed [0, iters] squeezes a run that is stopped early).
+    axes = {f"xaxis{'' if k == 1 else k}": {"title": {"text": "iteration"}} for k in (1, 2, 3)}
+    axes.update({"yaxis": {"title": {"text": "loss"}, **({"type": "log"} if positive else {})},
+                 "yaxis2": {"title": {"text": "RMSE (data units)"}, "type": "log"},
+                 "yaxis3": {"title": {"text": "PSNR (dB)"}}})
+    fig = _fast_subplots(1, 3, ("training loss", "validation RMSE to GT", "validation PSNR to GT"), traces, axes,
+                         "Training", 330)
+    return fig.update_layout(showlegend=False)  # each panel is titled
 
 
 # ------------------------------------------------------------------------------------------
@@ -132,26 +181,38 @@ ScheduleCurves = Mapping[str, Mapping[str, np.ndarray]]  # name -> {"r", "t", "d
 def st_schedule(curves: ScheduleCurves, learned: Sequence[str] = (), title: str = "Scale-time map") -> go.Figure:
     """t_r, t'_r, s_r, s'_r against r for each named map; learned maps get markers at their nodes
     (dt and ds are known at the nodes 0..M-1, t and s at 0..M)."""
-    fig = make_subplots(rows=2, cols=2, subplot_titles=("time t_r", "time derivative t'_r",
-                                                        "scale s_r", "scale derivative s'_r"),
-                        vertical_spacing=0.14, horizontal_spacing=0.09)
-    for i, (name, c) in enumerate(curves.items()):
-        color = color_for(name, i)
+    traces, cmap = [], colors(list(curves))
+    for name, c in curves.items():
+        color = cmap[name]
         is_learned = name in learned
-        mode = "lines+markers" if is_learned else "lines"
-        dash = None if is_learned else "dash"
         r = np.asarray(c["r"])
-        for k, (key, row, col) in enumerate((("t", 1, 1), ("dt", 1, 2), ("s", 2, 1), ("ds", 2, 2))):
+        for k, key in enumerate(("t", "dt", "s", "ds")):
             y = np.asarray(c[key])
-            fig.add_scatter(x=r[: len(y)], y=_finite(y), mode=mode, name=name, legendgroup=name,
-                            showlegend=(k == 0), line=dict(color=color, dash=dash, width=3 if is_learned else 2),
-                            marker=dict(size=7), row=row, col=col)
-    fig.update_xaxes(title="r (solver time)")
-    fig.update_yaxes(title="t", row=1, col=1)
-    fig.update_yaxes(title="dt/dr", row=1, col=2)
-    fig.update_yaxes(title="s", row=2, col=1)
-    fig.update_yaxes(title="ds/dr", row=2, col=2)
-    return _layout(fig, title, height=620)
+            xa, ya = _ax(k + 1)
+            traces.append(dict(type="scatter", x=r[: len(y)], y=_finite(y), mode="lines+markers" if is_learned else "lines",
+                               name=name, legendgroup=name, showlegend=(k == 0), xaxis=xa, yaxis=ya,
+                               line=dict(color=color, dash=None if is_learned else "dash", width=3 if is_learned else 2),
+                               marker=dict(size=7)))
+    axes = {f"xaxis{'' if k == 1 else k}": {"title": {"text": "r (solver time)"}} for k in (1, 2, 3, 4)}
+    axes.update({"yaxis": {"title": {"text": "t"}}, "yaxis2": {"title": {"text": "dt/dr"}},
+                 "yaxis3": {"title": {"text": "s"}}, "yaxis4": {"title": {"text": "ds/dr"}}})
+    return _fast_subplots(2, 2, ("time t_r", "time derivative t'_r", "scale s_r", "scale derivative s'_r"), traces,
+                          axes, title, 620, h_space=0.09, v_space=0.14)
+
+
+def st_live(curves: ScheduleCurves, learned: Sequence[str] = (), title: str = "Scale-time map") -> go.Figure:
+    """Only t_r and s_r (two panels), for the chart redrawn live during training."""
+    traces, cmap = [], colors(list(curves))
+    for name, c in curves.items():
+        color, is_learned = cmap[name], name in learned
+        for k, key in enumerate(("t", "s")):
+            xa, ya = _ax(k + 1)
+            traces.append(dict(type="scatter", x=np.asarray(c["r"]), y=_finite(c[key]), name=name, legendgroup=name,
+                               showlegend=(k == 0), xaxis=xa, yaxis=ya, mode="lines+markers" if is_learned else "lines",
+                               line=dict(color=color, dash=None if is_learned else "dash", width=3 if is_learned else 2)))
+    axes = {"xaxis": {"title": {"text": "r (solver time)"}}, "xaxis2": {"title": {"text": "r (solver time)"}},
+            "yaxis": {"title": {"text": "t"}}, "yaxis2": {"title": {"text": "s"}}}
+    return _fast_subplots(1, 2, ("time t_r", "scale s_r"), traces, axes, title, 330, h_space=0.08)
 
 
 def equivalent_path(r: np.ndarray, alpha_bar: np.ndarray, sigma_bar: np.ndarray, alpha: np.ndarray,
@@ -183,10 +244,10 @@ def equivalent_path(r: np.ndarray, alpha_bar: np.ndarray, sigma_bar: np.ndarray,
 
 def time_grid(grids: Mapping[str, np.ndarray], title: str = "Time grid") -> go.Figure:
     """Step times t_i against step index i, one line per solver (uniform = the diagonal)."""
-    fig = go.Figure()
-    for i, (name, t) in enumerate(grids.items()):
+    fig, cmap = go.Figure(), colors(list(grids))
+    for name, t in grids.items():
         t = np.asarray(t)
-        fig.add_scatter(x=np.arange(len(t)), y=t, mode="lines+markers", name=name, line=dict(color=color_for(name, i)))
+        fig.add_scatter(x=np.arange(len(t)), y=t, mode="lines+markers", name=name, line=dict(color=cmap[name]))
     fig.update_xaxes(title="step index i")
     fig.update_yaxes(title="time t_i", range=[-0.02, 1.02])
     return _layout(fig, title, height=340)
@@ -218,11 +279,11 @@ PathSeries = Mapping[str, Mapping[str, np.ndarray]]  # label -> {"times": (K,), 
 def paths_plane(series: PathSeries, gt_label: str, title: str, axis_titles: tuple[str, str]) -> go.Figure:
     """Sampling paths in a plane: GT as thin lines, each solver as lines with its step points
     marked; end points (samples) as bigger markers. pts: (K, B, 2)."""
-    fig = go.Figure()
-    for i, (name, s) in enumerate(series.items()):
+    fig, cmap = go.Figure(), colors(list(series))
+    for name, s in series.items():
         pts = np.asarray(s["pts"])
         K, B = pts.shape[:2]
-        color = color_for(name, i)
+        color = cmap[name]
         # One trace per solver: the B paths joined with None gaps (fast and one legend entry).
         xs = np.concatenate([np.append(pts[:, b, 0], np.nan) for b in range(B)])
         ys = np.concatenate([np.append(pts[:, b, 1], np.nan) for b in range(B)])
@@ -244,10 +305,10 @@ def paths_plane(series: PathSeries, gt_label: str, title: str, axis_titles: tupl
 
 def step_errors(errors: Mapping[str, Mapping[str, np.ndarray]]) -> go.Figure:
     """Mean RMSE to the GT path at each step point, against time t."""
-    fig = go.Figure()
-    for i, (name, e) in enumerate(errors.items()):
+    fig, cmap = go.Figure(), colors(list(errors))
+    for name, e in errors.items():
         fig.add_scatter(x=np.asarray(e["times"]), y=_finite(e["errors"]), mode="lines+markers", name=name,
-                        line=dict(color=color_for(name, i + 1)))
+                        line=dict(color=cmap[name]))
     fig.update_xaxes(title="time t of the step point")
     fig.update_yaxes(title="RMSE to the GT path (data units)")
     return _layout(fig, "Error to GT at every step point", height=340)
@@ -282,13 +343,14 @@ def benchmark(rows: Sequence[Mapping[str, float]], gt_label: str = "GT (dopri5)"
     fig = make_subplots(rows=1, cols=2, subplot_titles=("RMSE to GT vs NFE", "PSNR to GT vs NFE"),
                         horizontal_spacing=0.1)
     solvers = [s for s in dict.fromkeys(r["solver"] for r in rows) if s != gt_label]
-    for i, s in enumerate(solvers):
+    cmap = colors(solvers)
+    for s in solvers:
         rs = sorted((r for r in rows if r["solver"] == s), key=lambda r: r["nfe"])
         learned = rs[0].get("kind") == "learned"
         for col, key in ((1, "rmse"), (2, "psnr")):
             fig.add_scatter(x=[r["nfe"] for r in rs], y=_finite([r[key] for r in rs]), name=s, legendgroup=s,
                             showlegend=(col == 1), mode="lines+markers",
-                            line=dict(color=color_for(s, i), dash=None if learned else "solid", width=2),
+                            line=dict(color=cmap[s], dash=None if learned else "solid", width=2),
                             marker=dict(size=13 if learned else 7, symbol="star" if learned else "circle"),
                             row=1, col=col)
     fig.update_xaxes(title="NFE (network evaluations)", type="log")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
 import time
 import traceback
@@ -33,11 +34,18 @@ QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped",
 FINISHED = (DONE, STOPPED, FAILED)
 
 
+GIL_SWITCH_SECONDS = 0.001  # how soon a waiting thread (the server) gets the GIL from a worker
+
+
 def configure_torch() -> None:
-    """Limit torch's intra-op threads once per process (the server calls this at start)."""
+    """Once per process (the server calls this at start): limit torch's intra-op threads, and
+    shorten the interpreter's thread switch interval (5 ms by default) so that the server's
+    threads, which hand the GIL back and forth many times per page update, are not starved by a
+    worker running a Python-heavy training loop."""
     global _configured
     if not _configured:
         torch.set_num_threads(TORCH_THREADS)
+        sys.setswitchinterval(GIL_SWITCH_SECONDS)
         _configured = True
 
 

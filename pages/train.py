@@ -102,7 +102,7 @@ if train_jobs:
                                 key=f"train.run_pick.{len(train_jobs)}")
         st.session_state["train.focus"] = focus_id
     job = by_id[focus_id]
-    references = compute.reference_maps(field, 51)
+    identity = {"identity": compute.reference_maps(field, 51)["identity"]}  # the rest: Schedules page
 
     @st.fragment(run_every=0.25 if not job.is_finished else None)
     def live(job=job):
@@ -121,16 +121,17 @@ if train_jobs:
             ui.show_error(f"Training failed: {job.error}")
         hist = list(job.history)
         if hist:
-            st.plotly_chart(figures.training_curves(hist, int(job.params["cfg"]["iters"])), key="train.curves")
+            st.plotly_chart(figures.training_curves(hist), key="train.curves")
             last_val = [h for h in hist if "rmse" in h]
             if last_val:
                 v = last_val[-1]
                 st.caption(f"Latest validation at iteration {v['iteration']}: {ui.metric_line(v['rmse'], v['psnr'])}")
         params = dict(job.latest)
         if params and compute.is_st_params(params):
-            curves = {"learned (now)": params, **references}
-            st.plotly_chart(figures.st_schedule(curves, learned=("learned (now)",),
-                                                title="The solver's scale-time map right now"), key="train.schedule")
+            curves = {"learned (now)": params, **identity}
+            st.plotly_chart(figures.st_live(curves, learned=("learned (now)",),
+                                            title="The solver's t_r and s_r right now (derivatives: Schedules page)"),
+                            key="train.schedule")
         elif params and "time_grid" in params:
             st.plotly_chart(figures.time_grid({"learned (now)": params["time_grid"]}), key="train.schedule")
 

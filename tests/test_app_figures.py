@@ -12,7 +12,7 @@ def _traces(fig):
 def test_training_curves_has_loss_and_validation_traces():
     hist = [{"iteration": 0, "loss": float("nan"), "rmse": 0.2, "psnr": 20.0},
             {"iteration": 1, "loss": 0.5}, {"iteration": 2, "loss": 0.25, "rmse": 0.1, "psnr": 26.0}]
-    tr = _traces(figures.training_curves(hist, total_iters=10))
+    tr = _traces(figures.training_curves(hist))
     assert [t["name"] for t in tr] == ["loss", "val RMSE", "val PSNR"]
     np.testing.assert_allclose(tr[0]["x"], [0, 1, 2])
     assert np.isnan(tr[0]["y"][0]) and tr[0]["y"][2] == 0.25  # NaN loss at init stays a gap

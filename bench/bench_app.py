@@ -1,0 +1,289 @@
+"""Responsiveness of the app in a real browser (headless Chromium via Playwright).
+
+    python3 bench/bench_app.py [--screenshots docs/screenshots] [--iters 300] [--json out.json]
+
+Measures, on the default model:
+- cold start: `streamlit run` launched -> server healthy -> first page (Model) fully rendered
+  (script finished, no skeletons, its charts drawn);
+- page switch: click a sidebar link -> the new page fully rendered, for every page;
+- chart updates per second during training: the training-curve chart is sampled in the page
+  every 20 ms; every change of its data counts as one update.
+The same harness (server, browser, waits) serves tests/test_browser.py.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+# (sidebar link text, page title, how many charts the page draws at least with no solver trained)
+PAGES = [("Model", "Model", 2), ("Train", "Train a solver", 0), ("Schedules", "Schedules", 1),
+         ("Paths", "Sampling paths", 2), ("Samples", "Samples side by side", 1), ("Ablations", "Ablations", 0),
+         ("Benchmark", "Benchmark", 1)]
+
+
+def chromium_path() -> str | None:
+    for p in CHROMIUM_CANDIDATES:
+        if os.path.exists(p):
+            return p
+    return shutil.which("chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`streamlit run streamlit_app.py` on a free localhost port, stopped on exit."""
+
+    def __init__(self, log_path: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.t_launch = 0.0
+        self.t_healthy = 0.0
+
+    def __enter__(self) -> "Server":
+        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.t_launch = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+             "--browser.gatherUsageStats", "false"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {self.proc.returncode}; see {self.log_path}")
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1).read().strip() == b"ok":
+                    self.t_healthy = time.perf_counter()
+                    return self
+            time.sleep(0.1)
+        self.__exit__(None, None, None)
+        raise RuntimeError("streamlit did not become healthy within 120 s")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1400, height: int = 1000):
+    """A headless Chromium page (Debian's chromium; Playwright cannot download its own here)."""
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium_path()
+    if exe is None:
+        raise RuntimeError("chromium is not installed: run `apt-get install -y chromium` (CI's .ci/run does)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_rendered(page, title: str, min_charts: int = 0, timeout: float = 120.0) -> None:
+    """Wait until the page titled `title` has finished its script run the way Streamlit's own
+    e2e tests do (connected, script not running, no skeletons) and drawn `min_charts` charts."""
+    ms = timeout * 1000
+    page.wait_for_selector("[data-testid=stApp][data-test-connection-state=CONNECTED]", timeout=ms)
+    page.locator("h1", has_text=title).first.wait_for(timeout=ms)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = page.evaluate("""() => {
+            const app = document.querySelector('[data-testid=stApp]');
+            return {running: app && app.getAttribute('data-test-script-state'),
+                    skeletons: document.querySelectorAll('[data-testid=stSkeleton]').length,
+                    charts: document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot .main-svg').length > 0
+                      ? document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot').length : 0};
+        }""")
+        if state["running"] == "notRunning" and state["skeletons"] == 0 and state["charts"] >= min_charts:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"page {title!r} did not finish rendering within {timeout} s (last state {state})")
+
+
+def exceptions_shown(page) -> list[str]:
+    return page.locator("[data-testid=stException]").all_inner_texts()
+
+
+def goto(page, link: str, title: str, min_charts: int = 0, timeout: float = 120.0) -> float:
+    """Click the sidebar link and wait for the page; returns the seconds it took."""
+    t0 = time.perf_counter()
+    page.locator("[data-testid=stSidebarNavLink]", has_text=link).first.click()
+    time.sleep(0.05)  # let the rerun start before waiting for it to end
+    wait_rendered(page, title, min_charts, timeout)
+    return time.perf_counter() - t0
+
+
+def set_number(page, label: str, value) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    time.sleep(0.3)
+
+
+def chart_points(page, index: int) -> int:
+    """Points in the first trace of the index-th plotly chart (-1 if none)."""
+    return page.evaluate("""(k) => { const gd = document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot')[k];
+        const tr = gd && gd._fullData && gd._fullData[0];
+        return tr && tr.x ? tr.x.length : -1; }""", index)
+
+
+CHART_PROBE = """([index, seconds]) => new Promise(resolve => {
+    // Sample the training chart's data every 20 ms; count how often it changes.
+    const sig = () => {
+        const plots = document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot');
+        const gd = plots[index];
+        if (!gd || !gd._fullData || !gd._fullData.length) return null;
+        const x = gd._fullData[0].x;  // decoded arrays (gd.data keeps plotly's base64 form)
+        return x ? String(x.length) + ':' + String(x[x.length - 1]) : null;
+    };
+    let last = sig(), changes = 0, samples = [];
+    const t0 = performance.now();
+    const timer = setInterval(() => {
+        const s = sig();
+        if (s !== null && s !== last) { changes += 1; samples.push([performance.now() - t0, s]); }
+        last = s;
+        if (performance.now() - t0 > seconds * 1000) { clearInterval(timer); resolve({changes, seconds, samples}); }
+    }, 20);
+})"""
+
+
+def training_chart_index(page) -> int:
+    """Index of the training-curves chart among the page's plotly charts (its first trace is 'loss')."""
+    names = page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot'))
+        .map(gd => gd.data && gd.data.length ? gd.data[0].name : null)""")
+    return names.index("loss") if "loss" in names else -1
+
+
+def start_training(page, iters: int, n_train: int = 512) -> None:
+    set_number(page, "Iterations", iters)
+    page.get_by_text("Budget").first.click()
+    set_number(page, "GT paths to train on", n_train)
+    page.get_by_role("button", name="Train").first.click()
+
+
+def wait_training_chart(page, timeout: float = 120.0) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        k = training_chart_index(page)
+        if k >= 0:
+            return k
+        time.sleep(0.1)
+    raise TimeoutError("the training chart did not appear")
+
+
+def measure_updates(page, seconds: float) -> dict:
+    k = wait_training_chart(page)
+    return page.evaluate(CHART_PROBE, [k, seconds])
+
+
+def wait_training_done(page, timeout: float = 300.0) -> None:
+    """The run is listed once finished: the solver table appears under 'Solvers in this session'."""
+    page.locator("[data-testid=stDataFrame]").first.wait_for(timeout=timeout * 1000)
+
+
+def shot(page, out_dir: Path | None, name: str) -> Path | None:
+    """A full-page screenshot, downscaled so each PNG stays well under 300 KB."""
+    if out_dir is None:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.png"
+    # Streamlit scrolls inside its main container, so grow the viewport to the content's height.
+    size = page.viewport_size
+    height = page.evaluate("""() => { const m = document.querySelector('[data-testid=stMain]');
+        return m ? m.scrollHeight : document.body.scrollHeight; }""")
+    page.set_viewport_size({"width": size["width"], "height": min(max(size["height"], int(height)), 6000)})
+    time.sleep(0.5)  # let plotly relayout to the new size
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    try:
+        from PIL import Image
+        img = Image.open(path)
+        scale = min(1.0, 1100 / img.width)
+        if scale < 1.0:
+            img = img.resize((int(img.width * scale), int(img.height * scale)), Image.LANCZOS)
+        img = img.convert("P", palette=Image.ADAPTIVE, colors=128)
+        img.save(path, optimize=True)
+    except ImportError:
+        pass
+    return path
+
+
+def run(screenshots: Path | None, iters: int, update_seconds: float, log_path: Path | None = None) -> dict:
+    """The whole tour: cold start, every page, a training run (its updates/s), page switches."""
+    out: dict = {"pages": {}, "switch_seconds": {}, "exceptions": {}}
+    with Server(log_path) as server, browser_page() as page:
+        out["server_healthy_seconds"] = server.t_healthy - server.t_launch
+        t0 = time.perf_counter()
+        page.goto(server.url)
+        wait_rendered(page, "Model", min_charts=2, timeout=180)
+        out["first_page_seconds"] = time.perf_counter() - t0
+        out["cold_start_seconds"] = time.perf_counter() - server.t_launch
+        out["exceptions"]["Model"] = exceptions_shown(page)
+        shot(page, screenshots, "1_model")
+        # Train: start a long run, count chart updates while it trains, then Stop (keeps the best).
+        out["switch_seconds"]["Train"] = goto(page, "Train", "Train a solver")
+        start_training(page, iters)
+        probe = measure_updates(page, update_seconds)
+        out["training_updates"] = {"changes": probe["changes"], "seconds": probe["seconds"],
+                                   "updates_per_second": probe["changes"] / probe["seconds"],
+                                   "points_first_last": [probe["samples"][0][1], probe["samples"][-1][1]]
+                                   if probe["samples"] else None}
+        page.get_by_role("button", name="Stop").first.click()
+        wait_training_done(page)
+        wait_rendered(page, "Train a solver")
+        out["exceptions"]["Train"] = exceptions_shown(page)
+        shot(page, screenshots, "2_train")
+        for k, (link, title, min_charts) in enumerate(PAGES[2:], start=3):
+            out["switch_seconds"][link] = goto(page, link, title, max(min_charts, 1) if link != "Ablations" else 0)
+            out["exceptions"][link] = exceptions_shown(page)
+            shot(page, screenshots, f"{k}_{link.lower()}")
+        # Warm switches (caches filled): back to Model and across again.
+        warm = {}
+        for link, title, min_charts in PAGES:
+            warm[link] = goto(page, link, title, min_charts if link not in ("Train", "Ablations") else 0)
+        out["warm_switch_seconds"] = warm
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--screenshots", type=Path, default=None, help="folder for one PNG per page")
+    ap.add_argument("--iters", type=int, default=5000, help="iterations asked for (the run is stopped after the count)")
+    ap.add_argument("--update-seconds", type=float, default=4.0, help="how long to count chart updates")
+    ap.add_argument("--json", type=Path, default=None, help="write the numbers here too")
+    ap.add_argument("--log", type=Path, default=None, help="streamlit's output")
+    args = ap.parse_args()
+    res = run(args.screenshots, args.iters, args.update_seconds, args.log)
+    print(json.dumps(res, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

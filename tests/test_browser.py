@@ -1,0 +1,70 @@
+"""The real app in a real browser: `streamlit run streamlit_app.py` on a free localhost port,
+every page opened in headless Chromium (Playwright), no exception box anywhere, a training run
+whose curve visibly updates, and one screenshot per page.
+
+Screenshots go to $BESPOKE_SCREENSHOTS if set (e.g. docs/screenshots), else to pytest's tmp dir.
+Needs Debian's chromium (`apt-get install -y chromium`; .ci/run installs it): without it this
+test FAILS with that instruction, it does not skip.
+"""
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench import bench_app as h  # noqa: E402  (the shared server / browser harness)
+
+pytestmark = pytest.mark.browser
+
+
+def test_every_page_in_chromium(tmp_path):
+    if h.chromium_path() is None:
+        pytest.fail("chromium is not installed, so the app cannot be tested in a browser: run "
+                    "`apt-get install -y chromium` (the CI script .ci/run does this)")
+    shots = Path(os.environ.get("BESPOKE_SCREENSHOTS", tmp_path / "screenshots"))
+    log = tmp_path / "streamlit.log"
+    try:
+        with h.Server(log) as server, h.browser_page() as page:
+            page.goto(server.url)
+            h.wait_rendered(page, "Model", min_charts=2, timeout=180)
+            assert h.exceptions_shown(page) == []
+            assert h.shot(page, shots, "1_model").stat().st_size > 10_000
+
+            # Train: start a long run, see its curve grow in the browser, stop it, find the solver listed.
+            h.goto(page, "Train", "Train a solver")
+            assert h.exceptions_shown(page) == []
+            h.start_training(page, iters=5000, n_train=512)
+            k = h.wait_training_chart(page)
+            seen = []
+            deadline = time.time() + 90
+            while time.time() < deadline and len(set(seen)) < 4:
+                seen.append(h.chart_points(page, k))
+                time.sleep(0.25)
+            assert len(set(seen)) >= 4 and seen[-1] > seen[0], f"training curve did not update: {seen}"
+            page.get_by_role("button", name="Stop").first.click()
+            h.wait_training_done(page, timeout=120)
+            h.wait_rendered(page, "Train a solver")
+            page.get_by_text("stopped: kept the best solver so far").first.wait_for(timeout=30_000)
+            assert h.exceptions_shown(page) == []
+            h.shot(page, shots, "2_train")
+
+            # Every other page, now with a learned solver in the session.
+            for n, (link, title, min_charts) in enumerate(h.PAGES[2:], start=3):
+                h.goto(page, link, title, min_charts, timeout=180)
+                assert h.exceptions_shown(page) == [], f"exception on the {link} page"
+                h.shot(page, shots, f"{n}_{link.lower()}")
+            # The learned solver appears on the Samples page next to GT and RK2.
+            h.goto(page, "Samples", "Samples side by side", 1)
+            names = page.evaluate("""() => document.querySelector('[data-testid=stPlotlyChart] .js-plotly-plot')
+                .data.map(t => t.name)""")
+            assert names[0] == "GT (dopri5)" and len(names) == 3, names
+    except Exception:
+        if log.exists():
+            print(log.read_text()[-5000:])
+        raise
+    for f in shots.glob("*.png"):
+        assert f.stat().st_size < 300_000, f"{f} is {f.stat().st_size} bytes"
+    assert len(list(shots.glob("*.png"))) == 7
