@@ -119,14 +119,15 @@ def cmd_train_solver(args) -> None:
                       sigma0=args.sigma0)
     cfg = TrainConfig(iters=args.iters, lr=args.lr, batch_size=args.batch_size, n_train=args.n_train,
                       n_val=args.n_val, device=str(device), seed=args.seed)
-    bar = None
-    if not args.quiet:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.iters, desc=f"train {spec.family}@{spec.nfe}", unit="it", dynamic_ncols=True)
+    bars = []  # the progress bar, made at the first event (after the GT solve)
 
     def callback(ev) -> None:
-        if bar is None:
+        if args.quiet:
             return
+        if not bars:
+            from tqdm.auto import tqdm
+            bars.append(tqdm(total=cfg.iters, desc=f"train {spec.family}@{spec.nfe}", unit="it", dynamic_ncols=True))
+        bar = bars[0]
         bar.n = ev.iteration
         post = {"loss": f"{ev.loss:.4g}"}
         if ev.metrics:
@@ -136,9 +137,14 @@ def cmd_train_solver(args) -> None:
 
     if not args.quiet:
         print(f"solving the GT paths of {cfg.n_train + cfg.n_val} noise samples (dopri5) ...", file=sys.stderr)
-    result = train_solver(field, spec, cfg, callback)
-    if bar is not None:
-        bar.close()
+    from .train import NonFiniteLossError
+    try:
+        result = train_solver(field, spec, cfg, callback)
+    except NonFiniteLossError as e:
+        raise UserError(f"{e}; nothing saved (try a lower --lr)") from None
+    finally:
+        for bar in bars:
+            bar.close()
     summary = result.summary()
     digest = save_solver(result.solver, args.out, field, extra=summary)
     init, best = result.init, result.best
@@ -318,7 +324,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.func(args)
     except SystemExit as e:  # --help
         return int(e.code or 0)
-    except (UserError, CheckpointError, ValueError, FileNotFoundError, KeyError) as e:
+    except (UserError, CheckpointError, ValueError, FileNotFoundError, KeyError, FloatingPointError) as e:
         msg = " ".join(str(e).split()) or e.__class__.__name__
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR

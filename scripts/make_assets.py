@@ -85,8 +85,8 @@ def picture(name: str) -> dict:
         x, y = digits()
         ref = torch.cat([x[y == k][:DIGIT_ROWS] for k in range(10)]).reshape(10, DIGIT_ROWS, 1, 8, 8)
         ref = ref.transpose(0, 1).reshape(-1, 1, 8, 8)  # rows of 0..9
-        img = hstack([grid_image(ref, title="data"),
-                      grid_image(gt.x1, title=f"GT samples, w = {field.guidance_scale:g}")])
+        img = hstack([grid_image(ref, scale=5, title="data"),
+                      grid_image(gt.x1, scale=5, title=f"GT samples, w = {field.guidance_scale:g}")])
     img.save(ASSETS / f"{name}.png")
     train_cfg = field.meta["training"]
     return {"name": name, "what": MODELS[name][0], "command": shlex.join(command(name)),
