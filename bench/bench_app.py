@@ -227,7 +227,7 @@ def shot(page, out_dir: Path | None, name: str) -> Path | None:
         scale = min(1.0, 1100 / img.width)
         if scale < 1.0:
             img = img.resize((int(img.width * scale), int(img.height * scale)), Image.LANCZOS)
-        img = img.convert("P", palette=Image.ADAPTIVE, colors=128)
+        img = img.convert("P", palette=Image.ADAPTIVE, colors=256)
         img.save(path, optimize=True)
     except ImportError:
         pass

@@ -195,8 +195,29 @@ def reference_maps(field, n: int = 101) -> dict[str, dict[str, np.ndarray]]:
 
 
 def is_st_params(params: dict) -> bool:
-    """Whether decoded solver parameters describe a scale-time map (Bespoke)."""
-    return {"r", "t", "dt", "s", "ds"} <= set(params)
+    """Whether decoded solver parameters describe a learned scale-time map (Bespoke). A BNS
+    solver also reports its (fixed) preconditioning map, but its learned part is the
+    coefficients a, b."""
+    return {"r", "t", "dt", "s", "ds"} <= set(params) and "b" not in params
+
+
+def is_ns_params(params: dict) -> bool:
+    """Whether decoded solver parameters are a non-stationary (BNS) solver's."""
+    return {"t", "a", "b"} <= set(params)
+
+
+def used_coefficients(params: dict) -> dict[str, np.ndarray]:
+    """A BNS solver's coefficient matrices with the entries no step uses set to NaN (blank in a
+    heatmap): b_ij and B_kj exist for j <= i and j < k only. a and A as one column each."""
+    b = np.array(params["b"], dtype=float)  # (n, n)
+    b[np.triu_indices_from(b, k=1)] = np.nan
+    out = {"a_i (weight of x0)": np.asarray(params["a"], dtype=float)[:, None], "b_ij (weights of u_j)": b}
+    if "A" in params and "B" in params:
+        B = np.array(params["B"], dtype=float)  # (n+1, n)
+        B[np.triu_indices(B.shape[0], k=0, m=B.shape[1])] = np.nan
+        out["A_k (model space)"] = np.asarray(params["A"], dtype=float)[:, None]
+        out["B_kj (model space)"] = B
+    return out
 
 
 def to_numpy_params(decoded: dict) -> dict[str, np.ndarray]:

@@ -41,7 +41,7 @@ def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
     # costs ~70 ms per figure here (it matters for the live training charts).
     fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=height,
                       margin=dict(l=60, r=20, t=60, b=50),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
+                      legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02))
     return fig
 
 
@@ -353,7 +353,8 @@ def benchmark(rows: Sequence[Mapping[str, float]], gt_label: str = "GT (dopri5)"
                             line=dict(color=cmap[s], dash=None if learned else "solid", width=2),
                             marker=dict(size=13 if learned else 7, symbol="star" if learned else "circle"),
                             row=1, col=col)
-    fig.update_xaxes(title="NFE (network evaluations)", type="log")
+    nfes = sorted({int(r["nfe"]) for r in rows if r["solver"] != gt_label})
+    fig.update_xaxes(title="NFE (network evaluations)", type="log", tickmode="array", tickvals=nfes)
     fig.update_yaxes(title="RMSE (data units)", type="log", row=1, col=1)
     fig.update_yaxes(title="PSNR (dB)", row=1, col=2)
     return _layout(fig, "Error vs NFE (learned solvers are stars)", height=460)

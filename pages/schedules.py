@@ -48,11 +48,20 @@ if compute.is_st_params(params):
         st.caption("The solver's path starts at alpha_bar_0 = s_0 alpha_0 = 0 and ends at sigma_bar_1 = 0 like any "
                    "Gaussian path, but its SNR grows at its own pace: where the log-SNR curve is steeper than the "
                    "model's, the solver spends fewer steps.")
-else:
-    grids = {"learned": params["time_grid"]} if "time_grid" in params else {}
-    grids["uniform"] = np.linspace(0, 1, len(next(iter(grids.values()))) if grids else entry.solver.nfe + 1)
+elif compute.is_ns_params(params):
+    spec = entry.solver.config()
+    st.markdown(
+        "A **BNS** solver spends one evaluation per grid time $t_i$ and, at step $i$, combines the start point "
+        "and *all* velocities so far with its own weights: $\\bar x_{i+1} = a_i \\bar x_0 + \\sum_{j\\le i} b_{ij} "
+        "\\bar u_j$ on the preconditioned field, or equally $x_k = A_k x_0 + \\sum_{j<k} B_{kj}\\, u(t_j, x_j)$ in the "
+        "model's own variables. Blank cells are weights no step uses.")
+    grids = {"learned t_i": params["time_grid"], "uniform": np.linspace(0, 1, len(params["time_grid"]))}
     st.plotly_chart(figures.time_grid(grids, "Learned time grid vs uniform"), key="schedules.grid")
-    mats = {k: v for k, v in params.items() if np.ndim(v) == 2 or (np.ndim(v) == 1 and k not in ("time_grid", "t", "r"))}
-    if mats:
-        st.plotly_chart(figures.coefficient_heatmaps(mats, "Coefficients of each step (rows: steps)"),
-                        key="schedules.coeffs")
+    st.plotly_chart(figures.coefficient_heatmaps(compute.used_coefficients(params),
+                                                 "Coefficients of each step (rows: steps)"), key="schedules.coeffs")
+    pre = {k: params[k] for k in ("r", "t", "dt", "s", "ds")}
+    st.plotly_chart(figures.st_schedule({f"preconditioning (sigma0 = {spec.get('sigma0', 1.0):g})": pre,
+                                         **references}, title="The fixed preconditioning map the NS solver runs on"),
+                    key="schedules.pre")
+else:
+    st.warning(f"{entry.label}: no schedule view for solver family {entry.family!r}.")

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.checkpoint import CheckpointError
 from core.solvers.learned import load_solver
+from core.solvers.bns import BNS_INITS
 from core.train import LEARNED_FAMILIES, SolverSpec, TrainConfig
 from explorer import compute, figures, jobs, state, ui, workers
 from explorer.models import MAX_UPLOAD_MB
@@ -14,7 +15,6 @@ FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler on a learned scale-time path
                  "rk2-bespoke": "RK2-Bespoke (midpoint on a learned scale-time path)",
                  "bns": "BNS (Bespoke Non-Stationary: learned time grid + multistep coefficients)"}
 BESPOKE_INITS = ("identity", "fm-cs", "edm")
-BNS_INITS = ("euler", "midpoint")
 
 ui.header(
     "Train a solver",
@@ -48,12 +48,12 @@ with c2:
                                  key=state.kept("train.sigma0", 1.0),
                                  help="The NS solver runs on the path alpha_r = r, sigma_r = sigma0 (1 - r) "
                                       "(a reconstruction of the paper's preconditioning; 1 = none on FM-OT).")
-        init_options = BNS_INITS
+        init_options = tuple(i for i in BNS_INITS if i in ("euler", "midpoint") or field.path is not None)
     else:
         lipschitz = st.number_input("L_tau (Lipschitz constant in the loss)", 0.0, 50.0, step=0.5,
                                     key=state.kept("train.lipschitz", 1.0),
                                     help="Weights M_i of the local errors; the paper uses 1.")
-        init_options = BESPOKE_INITS
+        init_options = BESPOKE_INITS if field.path is not None else ("identity",)
     init_key = state.kept(f"train.init.{'bns' if is_bns else 'bespoke'}", init_options[0])
     if st.session_state[init_key] not in init_options:
         st.session_state[init_key] = init_options[0]

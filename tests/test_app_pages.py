@@ -253,3 +253,26 @@ def test_benchmark_page_error_vs_nfe(app_with_solver):
     assert euler["y"][-1] < euler["y"][0]  # more NFE, less error
     learned = next(t for t in fig if t["name"] == "#1 test RK2-Bespoke")
     assert list(learned["x"]) == [6]
+
+
+def test_schedules_page_shows_bns_grid_and_coefficient_heatmaps(trained):
+    from core.solvers.bns import BNSSolver
+
+    key, field, _ = trained
+    solver = BNSSolver(6, sigma0=2.0, path=field.path, guidance_scale=field.guidance_scale).init_from("midpoint", field)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[state.SOLVERS] = [state.SolverEntry("#1 test BNS", solver, field.model_id, field.guidance_scale,
+                                                         "trained")]
+    at.run()
+    at.switch_page("pages/schedules.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    grid = chart_with(at, "learned t_i")
+    t = grid[0]["y"]
+    assert len(t) == 7 and t[0] == 0 and abs(t[-1] - 1) < 1e-12 and np.all(np.diff(t) > 0)
+    heat = chart_with(at, "b_ij (weights of u_j)")
+    b = np.asarray(next(h for h in heat if h["name"] == "b_ij (weights of u_j)")["z"], dtype=float)
+    assert b.shape == (6, 6)
+    assert np.isnan(b[np.triu_indices(6, 1)]).all() and np.isfinite(b[np.tril_indices(6)]).all()
+    pre = chart_with(at, "preconditioning (sigma0 = 2)")
+    s = next(tr for tr in pre if tr["name"] == "preconditioning (sigma0 = 2)" and tr.get("yaxis") == "y3")["y"]
+    assert abs(s[-1] - 1) < 1e-9  # the preconditioned path ends on the same sample (s_1 = 1)
