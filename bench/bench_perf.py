@@ -129,7 +129,7 @@ def bench_training(models: dict[str, Path], device: torch.device, iters: int, n_
             metric, higher = ("psnr", True) if family == "bns" else ("rmse", False)
             t90 = time_to_fraction(res.history, metric, higher)
             total = res.elapsed + res.gt_seconds
-            rows.append({"what": "train-to-90%", "model": f"{key} (D={field.dim})", "solver": f"{family}@{NFE}",
+            rows.append({"what": "train-to-90%", "model": f"D={field.dim} {models[key].stem}", "solver": f"{family}@{NFE}",
                          "batch": cfg.batch_size, "value": t90, "unit": "s to 90 %",
                          "note": f"{metric} {res.init[metric]:.4g} -> {res.best[metric]:.4g}; run {res.elapsed:.1f} s "
                                  f"({iters} it) + GT {res.gt_seconds:.1f} s"
@@ -166,7 +166,7 @@ def bench_sampling(field, label: str, batches: list[int], device: torch.device, 
             sec = best[name]
             over = 100 * (sec / nfe / base - 1)
             rows.append({"what": "sample", "model": label, "solver": f"{name}@{nfe}", "batch": B,
-                         "value": B / sec, "unit": "samples/s",
+                         "value": B / sec, "unit": "samples/s", "overhead_pct": over,
                          "note": f"{1e3 * sec:.2f} ms; time per NFE vs euler {over:+.0f} %"})
     return rows
 
@@ -186,7 +186,7 @@ def bench_gt_pool(field, label: str, batches: list[int], device: torch.device, n
         mem = (pool.xs.nbytes + pool.us.nbytes) / 2**20
         peak = f", CUDA peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else ""
         rows.append({"what": "gt-pool", "model": label, "solver": f"dopri5 1e-5, grid {n_grid}", "batch": B,
-                     "value": sec, "unit": "s",
+                     "value": sec, "unit": "s", "mib": mem,
                      "note": f"NFE {pool.nfe}; stores {mem:.1f} MiB{peak}"})
     return rows
 
@@ -225,10 +225,10 @@ def main(argv=None):
     if not args.skip_training:
         rows += bench_training(models, device, iters, n_train=512 if q else 1024)
     fields = [
-        ("D=2 " + ("shipped" if "2d" in models else "synthetic"),
+        ("D=2 " + (models["2d"].stem if "2d" in models else "synthetic"),
          load_model(models["2d"], device=device) if "2d" in models else synthetic_field((2,), device),
          [256, 4096] if q else [256, 4096, 65536], [256, 4096] if q else [256, 4096, 16384]),
-        ("D=64 " + ("shipped" if "digits" in models else "synthetic"),
+        ("D=64 " + (models["digits"].stem if "digits" in models else "synthetic"),
          load_model(models["digits"], device=device) if "digits" in models else synthetic_field((1, 8, 8), device),
          [256, 4096] if q else [256, 4096, 16384], [256, 2048] if q else [256, 2048, 8192]),
         ("D=3072 synthetic 3x32x32", synthetic_field((3, 32, 32), device),
@@ -241,7 +241,10 @@ def main(argv=None):
     print(f"Benchmark on {dev}, torch {torch.__version__}, NFE {NFE}, {time.perf_counter() - t_start:.0f} s total\n")
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": dev, "torch": torch.__version__, "rows": rows}, indent=1))
+        command = "python bench/bench_perf.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"device": dev, "torch": torch.__version__, "command": command.strip(),
+                                               "seconds": time.perf_counter() - t_start, "rows": rows}, indent=1))
     return rows
 
 

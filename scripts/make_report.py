@@ -273,6 +273,45 @@ def model_section(name: str, res: SweepResult, rel_dir: str) -> str:
     return "\n".join(head + body)
 
 
+def bench_section(path: Path) -> str:
+    """The performance table written by `python bench/bench_perf.py --json <path>`, if present."""
+    if not path.exists():
+        return ""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_perf", ROOT / "bench" / "bench_perf.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = json.loads(path.read_text())
+    rows = data["rows"]
+    lines = ["## Performance", "",
+             f"Made by `{data.get('command', 'python bench/bench_perf.py')}` on {data['device']}, torch {data['torch']} "
+             f"({data.get('seconds', 0):.0f} s); raw rows in `docs/results/{path.name}`. The machine is shared with "
+             "other jobs, so single timings can be off by 10-20 %; sampling rows keep the fastest of several "
+             "round-robin repeats.", "", bench.table(rows), ""]
+    learned = [r for r in rows if r["what"] == "sample" and r["solver"].split("@")[0] in LEARNED]
+    if learned:
+        over = [r["overhead_pct"] for r in learned]
+        import statistics
+        other = [r["overhead_pct"] for r in rows if r["what"] == "sample" and r["solver"].split("@")[0]
+                 not in LEARNED and not r["solver"].startswith("euler")]
+        lines.append(f"Time per NFE relative to a plain Euler step, over all models and batches: learned solvers "
+                     f"median {statistics.median(over):+.0f} % (range {min(over):+.0f} to {max(over):+.0f} %), the "
+                     f"other built-in solvers median {statistics.median(other):+.0f} % (range {min(other):+.0f} to "
+                     f"{max(other):+.0f} %); negative values are timing noise on a shared machine.")
+    pools = [r for r in rows if r["what"] == "gt-pool"]
+    if pools:
+        big = max(pools, key=lambda r: r["mib"])
+        lines.append(f"A GT pool stores 2 x 65 x batch x D floats (x and u on the grid), so memory grows linearly in "
+                     f"batch and dimension: the largest here, {big['model']} at batch {big['batch']}, holds "
+                     f"{big['mib']:.1f} MiB and took {big['value']:.1f} s to build.")
+    train = [r for r in rows if r["what"] == "train-to-90%" and r.get("value") is not None]
+    if train:
+        lines.append("Time to 90 % of the final improvement: " + "; ".join(
+            f"{r['solver']} on {r['model']} {r['value']:.1f} s" for r in train) + ".")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def write_report(results: dict[str, SweepResult], out: Path, meta: dict) -> None:
     rel = "results"
     lines = ["# Results: how good are the solvers on our models?", "",
@@ -295,6 +334,7 @@ def write_report(results: dict[str, SweepResult], out: Path, meta: dict) -> None
              "## Against the papers", "", claims_markdown(results), ""]
     for name, res in results.items():
         lines.append(model_section(name, res, rel))
+    lines.append(bench_section(out.parent / rel / "bench_cpu.json"))
     out.write_text("\n".join(lines) + "\n")
 
 
