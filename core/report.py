@@ -249,7 +249,7 @@ def _fmt(v, digits: int = 3) -> str:
 def _score(x: Tensor, x_gt: Tensor, reference: Tensor, dists: dict[str, DistanceFn], data_range: float,
            gt_dist: Optional[dict[str, float]] = None) -> dict[str, Any]:
     x, x_gt = x.detach().to("cpu", torch.float64), x_gt.detach().to("cpu", torch.float64)
-    row: dict[str, Any] = {"rmse": metrics.rmse(x, x_gt).mean().item(),
+    row: dict[str, Any] = {"rmse": _finite(metrics.rmse(x, x_gt).mean().item()),
                            "psnr": _finite(metrics.psnr(x, x_gt, data_range).mean().item())}
     finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
     row["non_finite"] = int((~finite).sum())
@@ -262,7 +262,7 @@ def _score(x: Tensor, x_gt: Tensor, reference: Tensor, dists: dict[str, Distance
 
 def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str):
     """Train one learned solver within the budget; returns (solver, TrainResult)."""
-    from .train import SolverSpec, TrainConfig, train_solver
+    from .train import NonFiniteLossError, SolverSpec, TrainConfig, train_solver
     tcfg = TrainConfig(iters=cfg.train_iters, n_train=cfg.train_n, n_val=max(cfg.train_n // 4, 2),
                        batch_size=min(cfg.train_batch, cfg.train_n),
                        val_every=max(cfg.train_iters // 10, 1), gt_atol=cfg.gt_atol, gt_rtol=cfg.gt_rtol,
@@ -274,6 +274,9 @@ def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str):
         timer.start()
     try:
         res = train_solver(field, SolverSpec(family=family, nfe=nfe), tcfg, stop_event=stop)
+    except NonFiniteLossError as e:  # keep the last good parameters and say so in the row
+        res = e.result
+        res.diverged = str(e)
     finally:
         if timer is not None:
             timer.cancel()
@@ -342,7 +345,7 @@ def sweep(field, cfg: SweepConfig = SweepConfig(), reference: Optional[Tensor] =
             row = {"solver": label, "kind": "file" if isinstance(own, int) else "builtin", "nfe_target": target,
                    "nfe": nfe, "seconds": sec, **_score(x, x_gt, reference, dists, field.data_range, gt_dist)}
             result.rows.append(row)
-            say(f"{label} @ {nfe}: rmse {row['rmse']:.4g}")
+            say(f"{label} @ {nfe}: rmse {row['rmse']}")
 
     for family in cfg.learned:
         for target in cfg.nfes:
@@ -356,10 +359,10 @@ def sweep(field, cfg: SweepConfig = SweepConfig(), reference: Optional[Tensor] =
             row = {"solver": family, "kind": "learned", "nfe_target": target, "nfe": solver.nfe, "seconds": sec,
                    "train_seconds": res.elapsed, "gt_seconds": res.gt_seconds,
                    "train_iters": res.history[-1]["iteration"] if res.history else 0,
-                   "best_val": res.best, "init_val": res.init,
+                   "best_val": res.best, "init_val": res.init, "diverged": getattr(res, "diverged", None),
                    **_score(x, x_gt, reference, dists, field.data_range, gt_dist)}
             result.rows.append(row)
-            say(f"{family} @ {nfe}: trained {row['train_iters']} it in {res.elapsed:.1f} s, rmse {row['rmse']:.4g}")
+            say(f"{family} @ {nfe}: trained {row['train_iters']} it in {res.elapsed:.1f} s, rmse {row['rmse']}")
     return result
 
 

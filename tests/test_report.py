@@ -139,3 +139,16 @@ def test_cli_evaluate_sweep_mode(tmp_path, capsys):
     # a user error in sweep mode is one line and exit status 2
     assert main(["evaluate", "--model", str(model), "--solver", "all", "--nfe", "4", "--train-learned", "rk9"]) == 2
     assert "rk9" in capsys.readouterr().err
+
+
+def test_score_survives_non_finite_samples():
+    from core.metrics import energy_distance
+    from core.report import _score
+    g = torch.Generator().manual_seed(3)
+    gt = torch.randn(20, 2, generator=g)
+    x = gt + 0.1
+    x[0, 0] = float("nan")
+    row = _score(x, gt, torch.randn(30, 2, generator=g).double(), {"energy": energy_distance},
+                 2.0, {"energy": 0.5})
+    assert row["rmse"] is None and row["non_finite"] == 1 and row["energy"] > 0 and "pct_energy" in row
+    json.dumps(row, allow_nan=False)
