@@ -113,6 +113,28 @@ def test_corrupt_model_upload_gives_a_message_not_an_exception():
     assert not at.exception and any("pickle" in m for m in errors(at)), errors(at)
 
 
+def test_valid_model_upload_becomes_the_current_model(tmp_path):
+    import torch
+    from core.model_io import save_model
+    from core.models import build_network
+
+    torch.manual_seed(0)
+    net = build_network("time-mlp", dim=2, hidden=16, layers=1, n_freq=2)
+    header = {"arch": "time-mlp", "arch_args": {"dim": 2, "hidden": 16, "layers": 1, "n_freq": 2},
+              "path": {"name": "fm-cs"}, "prediction": "velocity", "data": {"name": "tiny", "shape": [2], "range": 2.0},
+              "conditioning": None}
+    save_model(tmp_path / "tiny.safetensors", net, header)
+    at = new_app()
+    at.file_uploader(key="model.upload").set_value(("tiny.safetensors", (tmp_path / "tiny.safetensors").read_bytes(),
+                                                    "application/octet-stream")).run()
+    assert not at.exception and not errors(at), errors(at)
+    assert at.session_state[state.MODEL_KEY].startswith("upload:")
+    table = at.table[0].value
+    info = dict(zip(table.iloc[:, 0], table.iloc[:, 1]))
+    assert info["Gaussian path"] == "fm-cs" and info["data"] == "tiny" and info["parameters"] == f"{sum(p.numel() for p in net.parameters()):,}"
+    assert finite(chart_with(at, "GT (dopri5)")[0]["x"])
+
+
 def test_switching_model_carries_across_pages():
     at = new_app()
     current = at.session_state[state.MODEL_KEY]

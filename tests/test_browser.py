@@ -26,45 +26,54 @@ def test_every_page_in_chromium(tmp_path):
                     "`apt-get install -y chromium` (the CI script .ci/run does this)")
     shots = Path(os.environ.get("BESPOKE_SCREENSHOTS", tmp_path / "screenshots"))
     log = tmp_path / "streamlit.log"
+    step = ["starting the server"]  # what the test was doing, for the failure message
     try:
         with h.Server(log) as server, h.browser_page() as page:
+            step[0] = "opening the Model page"
             page.goto(server.url)
             h.wait_rendered(page, "Model", min_charts=2, timeout=180)
             assert h.exceptions_shown(page) == []
             assert h.shot(page, shots, "1_model").stat().st_size > 10_000
 
             # Train: start a long run, see its curve grow in the browser, stop it, find the solver listed.
+            step[0] = "opening the Train page"
             h.goto(page, "Train", "Train a solver")
             assert h.exceptions_shown(page) == []
+            step[0] = "starting a training run"
             h.start_training(page, iters=5000, n_train=512)
-            k = h.wait_training_chart(page)
+            step[0] = "waiting for the training chart"
+            k = h.wait_training_chart(page, timeout=180)
+            step[0] = "watching the training curve update"
             seen = []
             deadline = time.time() + 90
             while time.time() < deadline and len(set(seen)) < 4:
                 seen.append(h.chart_points(page, k))
                 time.sleep(0.25)
             assert len(set(seen)) >= 4 and seen[-1] > seen[0], f"training curve did not update: {seen}"
+            step[0] = "stopping the run"
             page.get_by_role("button", name="Stop").first.click()
-            h.wait_training_done(page, timeout=120)
+            h.wait_training_done(page, timeout=180)
             h.wait_rendered(page, "Train a solver")
-            page.get_by_text("stopped: kept the best solver so far").first.wait_for(timeout=30_000)
+            page.get_by_text("stopped: kept the best solver so far").first.wait_for(timeout=60_000)
             assert h.exceptions_shown(page) == []
             h.shot(page, shots, "2_train")
 
             # Every other page, now with a learned solver in the session.
             for n, (link, title, min_charts) in enumerate(h.PAGES[2:], start=3):
+                step[0] = f"opening the {link} page"
                 h.goto(page, link, title, min_charts, timeout=180)
                 assert h.exceptions_shown(page) == [], f"exception on the {link} page"
                 h.shot(page, shots, f"{n}_{link.lower()}")
             # The learned solver appears on the Samples page next to GT and RK2.
-            h.goto(page, "Samples", "Samples side by side", 1)
+            step[0] = "checking the Samples page"
+            h.goto(page, "Samples", "Samples side by side", 1, timeout=180)
             names = page.evaluate("""() => document.querySelector('[data-testid=stPlotlyChart] .js-plotly-plot')
                 .data.map(t => t.name)""")
             assert names[0] == "GT (dopri5)" and len(names) == 3, names
-    except Exception:
+    except Exception as e:
         if log.exists():
             print(log.read_text()[-5000:])
-        raise
+        raise AssertionError(f"browser test failed while {step[0]}: {type(e).__name__}: {e}") from e
     for f in shots.glob("*.png"):
         assert f.stat().st_size < 300_000, f"{f} is {f.stat().st_size} bytes"
     assert len(list(shots.glob("*.png"))) == 7
