@@ -162,13 +162,17 @@ CHART_PROBE = """([index, seconds]) => new Promise(resolve => {
         const x = gd._fullData[0].x;  // decoded arrays (gd.data keeps plotly's base64 form)
         return x ? String(x.length) + ':' + String(x[x.length - 1]) : null;
     };
-    let last = sig(), changes = 0, samples = [];
+    let last = sig(), changes = 0, samples = [], busy = 0;
+    // Main-thread time spent in long tasks (> 50 ms): how saturated the browser is.
+    const obs = new PerformanceObserver(list => { for (const e of list.getEntries()) busy += e.duration; });
+    obs.observe({entryTypes: ['longtask']});
     const t0 = performance.now();
     const timer = setInterval(() => {
         const s = sig();
         if (s !== null && s !== last) { changes += 1; samples.push([performance.now() - t0, s]); }
         last = s;
-        if (performance.now() - t0 > seconds * 1000) { clearInterval(timer); resolve({changes, seconds, samples}); }
+        if (performance.now() - t0 > seconds * 1000) {
+            clearInterval(timer); obs.disconnect(); resolve({changes, seconds, samples, busy_ms: busy}); }
     }, 20);
 })"""
 
@@ -234,9 +238,23 @@ def shot(page, out_dir: Path | None, name: str) -> Path | None:
     return path
 
 
-def run(screenshots: Path | None, iters: int, update_seconds: float, log_path: Path | None = None) -> dict:
+def run_sweep(page, values: str = "0, 1, 4", iters: int = 40, n_train: int = 256, timeout: float = 600) -> None:
+    """Run a small L_tau sweep on the Ablations page and wait for its result chart."""
+    box = page.get_by_label("Values (comma-separated)", exact=True)
+    box.fill(values)
+    box.press("Enter")
+    time.sleep(0.3)
+    set_number(page, "Iterations per run", iters)
+    set_number(page, "GT paths per run", n_train)
+    page.get_by_role("button", name="Run the sweep").first.click()
+    page.locator("h3", has_text="Sweep").first.wait_for(timeout=timeout * 1000)
+    wait_rendered(page, "Ablations", 1)
+
+
+def run(screenshots: Path | None, iters: int, update_seconds: float, log_path: Path | None = None,
+        sweep: bool = True) -> dict:
     """The whole tour: cold start, every page, a training run (its updates/s), page switches."""
-    out: dict = {"pages": {}, "switch_seconds": {}, "exceptions": {}}
+    out: dict = {"switch_seconds": {}, "exceptions": {}, "cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
     with Server(log_path) as server, browser_page() as page:
         out["server_healthy_seconds"] = server.t_healthy - server.t_launch
         t0 = time.perf_counter()
@@ -252,6 +270,7 @@ def run(screenshots: Path | None, iters: int, update_seconds: float, log_path: P
         probe = measure_updates(page, update_seconds)
         out["training_updates"] = {"changes": probe["changes"], "seconds": probe["seconds"],
                                    "updates_per_second": probe["changes"] / probe["seconds"],
+                                   "browser_long_task_fraction": probe["busy_ms"] / 1000 / probe["seconds"],
                                    "points_first_last": [probe["samples"][0][1], probe["samples"][-1][1]]
                                    if probe["samples"] else None}
         page.get_by_role("button", name="Stop").first.click()
@@ -261,6 +280,10 @@ def run(screenshots: Path | None, iters: int, update_seconds: float, log_path: P
         shot(page, screenshots, "2_train")
         for k, (link, title, min_charts) in enumerate(PAGES[2:], start=3):
             out["switch_seconds"][link] = goto(page, link, title, max(min_charts, 1) if link != "Ablations" else 0)
+            if link == "Ablations" and sweep:  # a small L_tau sweep, so the page shows a result
+                t0 = time.perf_counter()
+                run_sweep(page)
+                out["sweep_seconds"] = time.perf_counter() - t0
             out["exceptions"][link] = exceptions_shown(page)
             shot(page, screenshots, f"{k}_{link.lower()}")
         # Warm switches (caches filled): back to Model and across again.
@@ -268,6 +291,7 @@ def run(screenshots: Path | None, iters: int, update_seconds: float, log_path: P
         for link, title, min_charts in PAGES:
             warm[link] = goto(page, link, title, min_charts if link not in ("Train", "Ablations") else 0)
         out["warm_switch_seconds"] = warm
+    out["load_average_after"] = os.getloadavg()
     return out
 
 

@@ -325,7 +325,7 @@ def sweep(rows: Sequence[Mapping[str, float]], param: str, param_title: str, log
     fig = make_subplots(rows=1, cols=2, subplot_titles=("RMSE to GT (lower is better)", "PSNR to GT (higher is better)"),
                         horizontal_spacing=0.1)
     for col, key, unit in ((1, "rmse", "RMSE (data units)"), (2, "psnr", "PSNR (dB)")):
-        fig.add_scatter(x=x, y=_finite([r[key] for r in rows]), mode="lines+markers", name=f"trained ({key.upper()})",
+        fig.add_scatter(x=x, y=_finite([r[key] for r in rows]), mode="lines+markers", name="trained",
                         legendgroup="trained", showlegend=(col == 1), line=dict(color="#1f77b4"),
                         marker=dict(size=9), row=1, col=col)
         if all(f"init_{key}" in r for r in rows):
@@ -343,7 +343,8 @@ def benchmark(rows: Sequence[Mapping[str, float]], gt_label: str = "GT (dopri5)"
     fig = make_subplots(rows=1, cols=2, subplot_titles=("RMSE to GT vs NFE", "PSNR to GT vs NFE"),
                         horizontal_spacing=0.1)
     solvers = [s for s in dict.fromkeys(r["solver"] for r in rows) if s != gt_label]
-    cmap = colors(solvers)
+    learned_first = sorted(solvers, key=lambda s: next(r for r in rows if r["solver"] == s).get("kind") != "learned")
+    cmap = colors(learned_first)  # learned solvers get the first palette colours (blue, green, ...)
     for s in solvers:
         rs = sorted((r for r in rows if r["solver"] == s), key=lambda r: r["nfe"])
         learned = rs[0].get("kind") == "learned"
@@ -354,7 +355,8 @@ def benchmark(rows: Sequence[Mapping[str, float]], gt_label: str = "GT (dopri5)"
                             marker=dict(size=13 if learned else 7, symbol="star" if learned else "circle"),
                             row=1, col=col)
     nfes = sorted({int(r["nfe"]) for r in rows if r["solver"] != gt_label})
-    fig.update_xaxes(title="NFE (network evaluations)", type="log", tickmode="array", tickvals=nfes)
+    nice = [v for v in nfes if v in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)] or nfes
+    fig.update_xaxes(title="NFE (network evaluations)", type="log", tickmode="array", tickvals=nice)
     fig.update_yaxes(title="RMSE (data units)", type="log", row=1, col=1)
     fig.update_yaxes(title="PSNR (dB)", row=1, col=2)
     return _layout(fig, "Error vs NFE (learned solvers are stars)", height=460)

@@ -75,7 +75,7 @@ if running:
 done = [a for a in st.session_state[state.ABLATIONS] if a["model_key"] == model_key]
 for k, a in enumerate(reversed(done)):
     p = a["params"]
-    st.subheader(f"Sweep {a['job']}: {p['spec']['family']} at NFE {p['spec']['nfe']}, "
+    st.subheader(f"Sweep {len(done) - k}: {p['spec']['family']} at NFE {p['spec']['nfe']}, "
                  f"{p['cfg']['iters']} iterations per run ({a['status']})")
     if a.get("error"):
         ui.show_error(a["error"])

@@ -257,7 +257,7 @@ def test_ablations_page_runs_a_small_sweep():
     wait_for(at, lambda a: len(a.session_state[state.ABLATIONS]) == 1, what="the sweep to finish")
     result = at.session_state[state.ABLATIONS][0]
     assert [r["lipschitz"] for r in result["rows"]] == [0.0, 2.0]
-    fig = chart_with(at, "trained (RMSE)")
+    fig = chart_with(at, "trained")
     assert finite(fig[0]["y"]) and list(fig[0]["x"]) == [0.0, 2.0]
     assert len(at.dataframe[0].value) == 2
 
