@@ -201,8 +201,11 @@ def wait_training_chart(page, timeout: float = 120.0) -> int:
     raise TimeoutError("the training chart did not appear")
 
 
-def measure_updates(page, seconds: float) -> dict:
+def measure_updates(page, seconds: float, warmup: float = 2.0) -> dict:
+    """Count chart updates over `seconds`, after the chart exists and `warmup` seconds more (the
+    first draw of a chart is a full plot, later ones are updates)."""
     k = wait_training_chart(page)
+    time.sleep(warmup)
     return page.evaluate(CHART_PROBE, [k, seconds])
 
 
@@ -299,7 +302,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--screenshots", type=Path, default=None, help="folder for one PNG per page")
     ap.add_argument("--iters", type=int, default=5000, help="iterations asked for (the run is stopped after the count)")
-    ap.add_argument("--update-seconds", type=float, default=4.0, help="how long to count chart updates")
+    ap.add_argument("--update-seconds", type=float, default=8.0, help="how long to count chart updates")
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here too")
     ap.add_argument("--log", type=Path, default=None, help="streamlit's output")
     args = ap.parse_args()

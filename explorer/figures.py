@@ -147,8 +147,8 @@ def _ax(k: int) -> tuple[str, str]:
     return ("x", "y") if k == 1 else (f"x{k}", f"y{k}")
 
 
-def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
-    """Training loss per iteration and validation RMSE / PSNR (to GT) where validated."""
+def _curve_traces(history: Sequence[Mapping[str, float]]) -> tuple[list[dict], bool]:
+    """Loss, validation RMSE and PSNR traces on subplots 1, 2, 3; and whether the loss is > 0."""
     it = np.array([h["iteration"] for h in history], dtype=float)
     loss = _finite([h.get("loss", np.nan) for h in history])
     val = [h for h in history if "rmse" in h]
@@ -160,15 +160,70 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
         dict(type="scatter", x=v_it, y=_finite([h["psnr"] for h in val]), mode="lines+markers", name="val PSNR",
              line=dict(color="#2ca02c"), xaxis="x3", yaxis="y3"),
     ]
-    positive = len(loss) and np.nanmin(np.where(np.isfinite(loss), loss, np.inf)) > 0
+    positive = bool(len(loss)) and np.nanmin(np.where(np.isfinite(loss), loss, np.inf)) > 0
+    return traces, positive
+
+
+def _curve_axes(positive: bool) -> dict:
     # The x range grows with the run (a fixed [0, iters] squeezes a run that is stopped early).
     axes = {f"xaxis{'' if k == 1 else k}": {"title": {"text": "iteration"}} for k in (1, 2, 3)}
     axes.update({"yaxis": {"title": {"text": "loss"}, **({"type": "log"} if positive else {})},
                  "yaxis2": {"title": {"text": "RMSE (data units)"}, "type": "log"},
                  "yaxis3": {"title": {"text": "PSNR (dB)"}}})
-    fig = _fast_subplots(1, 3, ("training loss", "validation RMSE to GT", "validation PSNR to GT"), traces, axes,
-                         "Training", 330)
+    return axes
+
+
+CURVE_TITLES = ("training loss", "validation RMSE to GT", "validation PSNR to GT")
+
+
+def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
+    """Training loss per iteration and validation RMSE / PSNR (to GT) where validated."""
+    traces, positive = _curve_traces(history)
+    fig = _fast_subplots(1, 3, CURVE_TITLES, traces, _curve_axes(positive), "Training", 330)
     return fig.update_layout(showlegend=False)  # each panel is titled
+
+
+def training_live(history: Sequence[Mapping[str, float]], schedule: Optional[ScheduleCurves] = None,
+                  learned: Sequence[str] = (), grid: Optional[np.ndarray] = None) -> go.Figure:
+    """ONE figure for the live view (a second chart per update halves the redraw rate in the
+    browser): row 1 the training curves; row 2 the solver now: t_r and s_r of each map in
+    `schedule` (learned ones with markers) and the time grid t_i against the step index."""
+    traces, positive = _curve_traces(history)
+    axes = _curve_axes(positive)
+    titles = list(CURVE_TITLES)
+    k = 4
+    cmap = colors(list(schedule or {}))
+    for key, label in (("t", "time t_r"), ("s", "scale s_r")):
+        if not schedule:
+            break
+        xa, ya = _ax(k)
+        for name, c in schedule.items():
+            is_learned = name in learned
+            traces.append(dict(type="scatter", x=np.asarray(c["r"]), y=_finite(c[key]), name=name, legendgroup=name,
+                               showlegend=(key == "t"), xaxis=xa, yaxis=ya,
+                               mode="lines+markers" if is_learned else "lines",
+                               line=dict(color=cmap[name], dash=None if is_learned else "dash")))
+        axes[f"xaxis{k}"] = {"title": {"text": "r (solver time)"}}
+        axes[f"yaxis{k}"] = {"title": {"text": key}}
+        titles.append(label)
+        k += 1
+    if grid is not None:
+        xa, ya = _ax(k)
+        g = np.asarray(grid, dtype=float)
+        steps = np.arange(len(g))
+        traces.append(dict(type="scatter", x=steps, y=np.linspace(0, 1, len(g)), mode="lines", name="uniform grid",
+                           line=dict(color="#7f7f7f", dash="dash"), xaxis=xa, yaxis=ya))
+        traces.append(dict(type="scatter", x=steps, y=_finite(g), mode="lines+markers", name="time grid t_i",
+                           line=dict(color="#1f77b4"), xaxis=xa, yaxis=ya))
+        axes[f"xaxis{k}"] = {"title": {"text": "step i"}}
+        axes[f"yaxis{k}"] = {"title": {"text": "t_i"}, "range": [-0.02, 1.02]}
+        titles.append("time grid t_i")
+        k += 1
+    rows = 1 if k == 4 else 2
+    titles += [""] * (3 * rows - len(titles))
+    for tr in traces[:3]:
+        tr["showlegend"] = False
+    return _fast_subplots(rows, 3, titles, traces, axes, "Training, live", 330 * rows, h_space=0.08, v_space=0.2)
 
 
 # ------------------------------------------------------------------------------------------
@@ -198,21 +253,6 @@ def st_schedule(curves: ScheduleCurves, learned: Sequence[str] = (), title: str 
                  "yaxis3": {"title": {"text": "s"}}, "yaxis4": {"title": {"text": "ds/dr"}}})
     return _fast_subplots(2, 2, ("time t_r", "time derivative t'_r", "scale s_r", "scale derivative s'_r"), traces,
                           axes, title, 620, h_space=0.09, v_space=0.14)
-
-
-def st_live(curves: ScheduleCurves, learned: Sequence[str] = (), title: str = "Scale-time map") -> go.Figure:
-    """Only t_r and s_r (two panels), for the chart redrawn live during training."""
-    traces, cmap = [], colors(list(curves))
-    for name, c in curves.items():
-        color, is_learned = cmap[name], name in learned
-        for k, key in enumerate(("t", "s")):
-            xa, ya = _ax(k + 1)
-            traces.append(dict(type="scatter", x=np.asarray(c["r"]), y=_finite(c[key]), name=name, legendgroup=name,
-                               showlegend=(k == 0), xaxis=xa, yaxis=ya, mode="lines+markers" if is_learned else "lines",
-                               line=dict(color=color, dash=None if is_learned else "dash", width=3 if is_learned else 2)))
-    axes = {"xaxis": {"title": {"text": "r (solver time)"}}, "xaxis2": {"title": {"text": "r (solver time)"}},
-            "yaxis": {"title": {"text": "t"}}, "yaxis2": {"title": {"text": "s"}}}
-    return _fast_subplots(1, 2, ("time t_r", "scale s_r"), traces, axes, title, 330, h_space=0.08)
 
 
 def equivalent_path(r: np.ndarray, alpha_bar: np.ndarray, sigma_bar: np.ndarray, alpha: np.ndarray,

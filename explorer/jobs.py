@@ -34,7 +34,7 @@ QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped",
 FINISHED = (DONE, STOPPED, FAILED)
 
 
-GIL_SWITCH_SECONDS = 0.001  # how soon a waiting thread (the server) gets the GIL from a worker
+GIL_SWITCH_SECONDS = 0.005  # how soon a waiting thread (the server) gets the GIL from a worker
 
 
 def configure_torch() -> None:

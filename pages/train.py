@@ -120,20 +120,17 @@ if train_jobs:
         if job.error:
             ui.show_error(f"Training failed: {job.error}")
         hist = list(job.history)
+        params = dict(job.latest)
         if hist:
-            st.plotly_chart(figures.training_curves(hist), key="train.curves")
+            schedule = {"learned (now)": params, **identity} if compute.is_st_params(params) else None
+            st.plotly_chart(figures.training_live(hist, schedule, ("learned (now)",), params.get("time_grid")),
+                            key="train.live")
             last_val = [h for h in hist if "rmse" in h]
             if last_val:
                 v = last_val[-1]
-                st.caption(f"Latest validation at iteration {v['iteration']}: {ui.metric_line(v['rmse'], v['psnr'])}")
-        params = dict(job.latest)
-        if params and compute.is_st_params(params):
-            curves = {"learned (now)": params, **identity}
-            st.plotly_chart(figures.st_live(curves, learned=("learned (now)",),
-                                            title="The solver's t_r and s_r right now (derivatives: Schedules page)"),
-                            key="train.schedule")
-        elif params and "time_grid" in params:
-            st.plotly_chart(figures.time_grid({"learned (now)": params["time_grid"]}), key="train.schedule")
+                st.caption(f"Latest validation at iteration {v['iteration']}: {ui.metric_line(v['rmse'], v['psnr'])}. "
+                           "Row 2: the solver right now (derivatives and the comparison with the dedicated "
+                           "schedules: Schedules page).")
 
     live()
 

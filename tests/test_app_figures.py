@@ -20,6 +20,25 @@ def test_training_curves_has_loss_and_validation_traces():
     np.testing.assert_allclose(tr[2]["y"], [20.0, 26.0])
 
 
+def test_training_live_is_one_figure_with_the_solver_in_row_two():
+    hist = [{"iteration": 0, "loss": float("nan"), "rmse": 0.2, "psnr": 20.0}, {"iteration": 1, "loss": 0.5}]
+    r = np.linspace(0, 1, 5)
+    learned = {"r": r, "t": r**2, "dt": np.ones(4), "s": 1 + r * (1 - r), "ds": np.zeros(4)}
+    fig = figures.training_live(hist, {"learned (now)": learned, "identity": {"r": r, "t": r, "s": np.ones(5)}},
+                                ("learned (now)",), grid=r[::2] ** 2)
+    tr = _traces(fig)
+    assert [(t["name"], t.get("xaxis")) for t in tr] == [
+        ("loss", None), ("val RMSE", "x2"), ("val PSNR", "x3"), ("learned (now)", "x4"), ("identity", "x4"),
+        ("learned (now)", "x5"), ("identity", "x5"), ("uniform grid", "x6"), ("time grid t_i", "x6")]
+    np.testing.assert_allclose(tr[5]["y"], 1 + r * (1 - r))  # s_r in panel 5
+    np.testing.assert_allclose(tr[8]["y"], [0, 0.25, 1])
+    assert [a.text for a in fig.layout.annotations][:6] == ["training loss", "validation RMSE to GT",
+                                                            "validation PSNR to GT", "time t_r", "scale s_r",
+                                                            "time grid t_i"]
+    only_curves = figures.training_live(hist)
+    assert len(only_curves.data) == 3 and only_curves.layout.height == 330
+
+
 def test_st_schedule_draws_four_panels_per_map_and_marks_learned_nodes():
     r = np.linspace(0, 1, 5)
     learned = {"r": r, "t": r**2, "dt": 2 * r[:-1], "s": np.ones(5), "ds": np.zeros(4)}

@@ -173,8 +173,10 @@ def test_train_page_runs_a_short_training_and_lists_the_solver():
     assert len(listed) == 1 and listed["NFE"].iloc[0] == 6 and math.isfinite(listed["best RMSE"].iloc[0])
     curves = chart_with(at, "val RMSE")
     assert finite(curves[1]["y"]) and len(curves[1]["y"]) == 5  # validated at 0, 5, 10, 15, 20
-    schedule = chart_with(at, "learned (now)")
-    assert finite(schedule[0]["y"]) and schedule[0]["y"][0] == 0 and abs(schedule[0]["y"][-1] - 1) < 1e-9
+    t_now = next(t for t in curves if t["name"] == "learned (now)" and t.get("xaxis") == "x4")  # t_r, same chart
+    assert finite(t_now["y"]) and t_now["y"][0] == 0 and abs(t_now["y"][-1] - 1) < 1e-9
+    grid = next(t for t in curves if t["name"] == "time grid t_i")
+    assert len(grid["y"]) == 4  # 3 RK2 steps at NFE 6
     assert at.get("download_button"), "the solver can be downloaded"
 
 
