@@ -21,8 +21,12 @@ BESPOKE_LOSSES = ("rmse-bound", "local", "final-rmse")
 
 
 def rms(x: Tensor, batch_dims: int) -> Tensor:
-    """sqrt(mean of x^2 over all but the first `batch_dims` dims)."""
-    return torch.sqrt(x.pow(2).flatten(batch_dims).mean(-1))
+    """sqrt(mean of x^2 over all but the first `batch_dims` dims).
+
+    The mean is clamped at 1e-30 before the root: d sqrt(m)/dm is infinite at m = 0 (an exactly
+    zero local error happens, e.g. on samples whose velocity is constant in float32), and
+    0 * inf = NaN would poison the whole gradient. Below the clamp the gradient is 0."""
+    return torch.sqrt(x.pow(2).flatten(batch_dims).mean(-1).clamp_min(1e-30))
 
 
 def psnr_from_mse(mse: Tensor, data_range: float) -> Tensor:

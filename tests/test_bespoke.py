@@ -281,3 +281,16 @@ def test_conditional_batches_keep_their_labels(f64):
     assert shifted.loss(solver, torch.Generator().manual_seed(0)).max() > 20 * aligned
     with pytest.raises(ValueError, match="multiple of 3"):
         GTPool.build(field, torch.randn(31, 2), n_grid=5)
+
+
+def test_zero_local_error_gives_finite_gradients(f64):
+    """A step that is exact for some samples (zero local error) must not give NaN gradients."""
+    u = lambda t, x: torch.ones_like(x)  # x(t) = x0 + t: every Bespoke step at identity is exact
+    x0 = torch.randn(16, 2)
+    pool = GTPool.build(u, x0, n_grid=9)
+    solver = BespokeSolver(2, 3)
+    obj = BespokeObjective(u, pool, pool)
+    loss = obj.loss(solver, torch.Generator().manual_seed(0)).mean()
+    assert loss.item() < 1e-7
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in solver.parameters())
