@@ -8,9 +8,9 @@ import math
 import time
 from typing import Optional
 
-from core.train import SolverSpec, TrainConfig, TrainEvent, train_solver
+from core.train import NonFiniteLossError, SolverSpec, TrainConfig, TrainEvent, train_solver
 
-from . import compute
+from . import autosave, compute
 from .jobs import Job
 
 ABLATION_PARAMS = {"lipschitz": "L_tau (Lipschitz constant in the RMSE-bound loss)",
@@ -28,14 +28,29 @@ def train_job(field, spec: SolverSpec, cfg: TrainConfig):
             job.report(row, latest=ev.params, progress=ev.iteration / max(cfg.iters, 1),
                        message=f"iteration {ev.iteration} / {cfg.iters}")
 
-        result = train_solver(field, spec, cfg, callback=callback, stop_event=job.stop)
+        try:
+            result = train_solver(field, spec, cfg, callback=callback, stop_event=job.stop)
+        except NonFiniteLossError as e:  # keep the last good solver on disk too, then report
+            _autosave(job, e.result, field, "diverged")
+            raise
         # The run's validation at initialisation (iteration 0) heads the curves.
         if result.history and not any(h["iteration"] == 0 for h in job.history):
             job.history.insert(0, dict(result.history[0]))
-        job.report(message="stopped: kept the best solver so far" if result.stopped else "finished")
+        saved = _autosave(job, result, field, "stopped" if result.stopped else "done")
+        job.report(message=("stopped: kept the best solver so far" if result.stopped else "finished") + saved)
         return result
 
     return work
+
+
+def _autosave(job: Job, result, field, status: str) -> str:
+    """Write the run to disk from the worker (a closed tab loses nothing); never fail the job."""
+    try:
+        path = autosave.save_run(result, field, job.label, status)
+    except Exception as e:  # a full or read-only disk must not lose the in-memory result
+        return f" (could not save a copy to disk: {e})"
+    job.params["saved_to"] = str(path)
+    return f"; saved to {path}"
 
 
 def ablation_job(field, spec: SolverSpec, cfg: TrainConfig, param: str, values: list[float]):

@@ -1,6 +1,7 @@
 """Train: learn a Bespoke or BNS solver for the current model, live, in the background."""
 import dataclasses
 import hashlib
+import os
 
 import streamlit as st
 
@@ -8,7 +9,7 @@ from core.checkpoint import CheckpointError
 from core.solvers.learned import load_solver
 from core.solvers.bns import BNS_INITS
 from core.train import LEARNED_FAMILIES, SolverSpec, TrainConfig
-from explorer import compute, figures, jobs, state, ui, workers
+from explorer import autosave, compute, figures, jobs, state, ui, workers
 from explorer.models import MAX_UPLOAD_MB
 
 FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler on a learned scale-time path)",
@@ -177,6 +178,30 @@ if up is not None:
             st.rerun()
     if seen[digest]:
         ui.show_error(f"Could not use {up.name!r}: {seen[digest]}")
+
+saved_runs = autosave.list_runs(field.model_id, field.guidance_scale)
+if saved_runs:
+    with st.expander(f"{len(saved_runs)} run(s) saved on this machine for this model (they survive a closed tab "
+                     f"or a restart)"):
+        st.caption(f"Every finished, stopped or diverged run is written to `{autosave.runs_dir()}` by the training "
+                   "thread itself. Add one back to this session's list:")
+        labels = {str(p): f"{p.name} · {h.get('train', {}).get('label', '?')} · "
+                          f"{h.get('train', {}).get('status', '?')} · best RMSE "
+                          f"{(h.get('train', {}).get('best') or {}).get('rmse', float('nan')):.4g}"
+                  for p, h in saved_runs}
+        chosen = st.selectbox("Saved run", list(labels), format_func=labels.get, key="train.saved_pick")
+        if st.button("Add to this session", key="train.saved_add", icon=":material/restore:"):
+            try:
+                solver, header = load_solver(chosen, field=field)
+            except (CheckpointError, ValueError) as e:
+                ui.show_error(f"Could not restore {chosen!r}: {e}")
+            else:
+                extra = header.get("train") or {}
+                best = extra.get("best") if isinstance(extra.get("best"), dict) else {}
+                state.add_solver(state.SolverEntry(f"#{len(state.solvers()) + 1} restored {os.path.basename(chosen)}",
+                                                   solver, field.model_id, field.guidance_scale, "restored",
+                                                   spec=header, best=best))
+                st.rerun()
 
 others = [j for j in state.session_jobs("train") if j.model_key != model_key]
 if others:

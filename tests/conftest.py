@@ -1,8 +1,14 @@
 import os
 import sys
 
+import tempfile
+
 import pytest
 import torch
+
+# Runs that the app autosaves go to a throwaway folder during tests (the browser test's server
+# inherits this), never into the user's ~/.cache.
+os.environ["BESPOKE_RUNS_DIR"] = tempfile.mkdtemp(prefix="bespoke-runs-test-")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:

@@ -300,3 +300,32 @@ def test_schedules_page_shows_bns_grid_and_coefficient_heatmaps(trained):
     pre = chart_with(at, "preconditioning (sigma0 = 2)")
     s = next(tr for tr in pre if tr["name"] == "preconditioning (sigma0 = 2)" and tr.get("yaxis") == "y3")["y"]
     assert abs(s[-1] - 1) < 1e-9  # the preconditioned path ends on the same sample (s_1 = 1)
+
+
+def test_a_closed_tab_loses_nothing_runs_are_saved_and_restored(tmp_path, monkeypatch):
+    """The worker writes every finished run to disk; a NEW session (the tab was closed) lists it
+    on the Train page and adds it back to its solver list."""
+    monkeypatch.setenv("BESPOKE_RUNS_DIR", str(tmp_path))
+    at = new_app()
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train.family").set_value("rk1-bespoke")
+    at.number_input(key="train.nfe").set_value(4)
+    at.number_input(key="train.iters").set_value(5)
+    at.number_input(key="train.n_train").set_value(128)
+    at.number_input(key="train.n_val").set_value(64)
+    at.button(key="train.start").click().run()
+    job = at.session_state[state.JOBS][0]
+    assert job.finished.wait(120), "the run did not finish"
+    saved = list(tmp_path.glob("*.safetensors"))
+    assert len(saved) == 1 and job.params["saved_to"] == str(saved[0])
+    del at  # the tab is closed: its session state is gone
+
+    fresh = new_app()
+    fresh.switch_page("pages/train.py").run()
+    assert not fresh.session_state[state.SOLVERS]
+    assert fresh.selectbox(key="train.saved_pick").value == str(saved[0])
+    fresh.button(key="train.saved_add").click().run()
+    assert not fresh.exception and not errors(fresh), errors(fresh)
+    rows = fresh.session_state[state.SOLVERS]
+    assert len(rows) == 1 and rows[0].source == "restored" and rows[0].solver.nfe == 4
+    assert math.isfinite(rows[0].best["rmse"])
