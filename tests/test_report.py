@@ -111,8 +111,31 @@ def test_report_sentences_follow_the_numbers(result):
     assert f"{mk._n(best8['solver'])} ({mk._v(best8['rmse'])}) at NFE 8" in text
     dist = mk.distance_sentences(result, "energy")
     assert f"{mk._v(result.gt['energy'])}" in dist
-    md = mk.claims_markdown({"mix": result})
-    assert md.startswith("| model |")
+    assert mk.claims_markdown({"mix": result}).startswith("| claim (MATH.md 5) | mix |")
+
+
+def _row(solver, nfe, rmse, kind="builtin", psnr=None):
+    return {"solver": solver, "kind": kind, "nfe_target": nfe, "nfe": nfe, "rmse": rmse, "psnr": psnr,
+            "train_seconds": 1.0, "gt_seconds": 1.0}
+
+
+def test_claim_verdicts_from_numbers():
+    mk = _load_script("scripts/make_report.py")
+    base = dict(model={"train_seconds": 100.0}, config={}, gt={"nfe": 90}, distances=())
+    wide = SweepResult(rows=[_row("midpoint", 4, 0.3), _row("rk2-bespoke", 4, 0.1, "learned"),
+                             _row("midpoint", 8, 0.1), _row("rk2-bespoke", 8, 0.04, "learned")], **base)
+    verdicts = {c: v for c, v, _ in mk.claims(wide)}
+    assert verdicts["RK2-Bespoke beats RK2 (midpoint) at equal NFE by a wide margin"] == "agrees"
+    assert verdicts["RK2-Bespoke is consistent (error falls as NFE grows)"] == "agrees"
+    assert verdicts["A learned solver costs about 1-4 % of the model's training time"] == "agrees"  # 2 %
+    narrow = SweepResult(rows=[_row("midpoint", 4, 0.3), _row("rk2-bespoke", 4, 0.1, "learned"),
+                               _row("midpoint", 8, 0.1), _row("rk2-bespoke", 8, 0.2, "learned")], **base)
+    verdicts = {c: v for c, v, _ in mk.claims(narrow)}
+    assert verdicts["RK2-Bespoke beats RK2 (midpoint) at equal NFE by a wide margin"] == "partly"
+    assert verdicts["RK2-Bespoke is consistent (error falls as NFE grows)"] == "differs"
+    md = mk.claims_markdown({"narrow": narrow})
+    assert "| narrow | RK2-Bespoke beats RK2 (midpoint) at equal NFE by a wide margin | partly |" in md
+    assert "Where we differ, and why" in md
 
 
 def test_cli_evaluate_sweep_mode(tmp_path, capsys):
