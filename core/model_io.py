@@ -19,8 +19,8 @@ Networks predicting eps or x1 are evaluated at t clamped to [1e-5, 1 - 1e-5] (T_
 conversion to a velocity is singular at the ends (eps-VP: sigma'_1 is infinite). Which class
 each sample gets: row i of a batch gets labels[i % L] for the field's labels (L,); the default
 labels are 0, 1, ..., num_classes - 1, so a batch cycles through the classes. The label goes by
-position, so code that reorders or subsets a batch must bind the matching labels with
-`field.with_labels(labels[idx])`. The null class (num_classes) is a valid label: unconditional.
+position, so code that reorders or subsets a batch must use `field.for_rows(idx)`, which keeps
+each sample's class. The null class (num_classes) is a valid label: unconditional.
 """
 from __future__ import annotations
 
@@ -232,6 +232,22 @@ class ModelField(VelocityField):
     def with_labels(self, labels) -> "ModelField":
         """The same model and guidance with other class labels: an int (every sample) or (L,)."""
         return _make_field(self.module, self, _check_labels(labels, self.num_classes), self.guidance_scale)
+
+    def for_rows(self, idx) -> "ModelField":
+        """The field as seen by rows `idx` (a 1-D index tensor or slice) of a larger batch: row i
+        of the new field's batch gets the label that row idx[i] had. Code that evaluates u on a
+        subset or a reordering of a batch (mini-batches of a GT pool, a validation split) uses
+        this so each sample keeps its class; unconditional fields are returned unchanged."""
+        if self.labels is None:
+            return self
+        if isinstance(idx, slice):
+            if idx.stop is None or idx.stop < 0:
+                raise ValueError(f"for_rows needs a slice with a non-negative stop, got {idx}")
+            idx = torch.arange(*idx.indices(idx.stop))
+        idx = torch.as_tensor(idx, dtype=torch.long).flatten().cpu()
+        if idx.numel() == 0 or (idx < 0).any():
+            raise ValueError("for_rows needs a non-empty index of non-negative rows")
+        return _make_field(self.module, self, self.labels[idx % self.labels.shape[0]], self.guidance_scale)
 
     def with_guidance(self, guidance_scale: float) -> "ModelField":
         """The same model and labels with another classifier-free guidance scale."""

@@ -146,6 +146,25 @@ def test_labels_go_by_position(digits_file):
         field.with_labels(torch.tensor([0.5]))
 
 
+def test_for_rows_keeps_each_sample_its_class(digits_file, moons_file):
+    """Evaluating u on rows idx of a batch (a GT-pool mini-batch) must give those rows' values,
+    also when the rows are then flattened (k b) the way solvers batch their steps."""
+    field = load_model(digits_file)
+    x = torch.randn(12, 1, 8, 8)
+    full = field(0.3, x)
+    idx = torch.tensor([7, 2, 11, 5])
+    sub = field.for_rows(idx)
+    assert torch.allclose(sub(0.3, x[idx]), full[idx], atol=1e-6)
+    assert not torch.allclose(field(0.3, x[idx]), full[idx], atol=1e-6)  # plain position: wrong classes
+    xs = torch.stack([x[idx], x[idx]])  # (K=2, B=4, ...) -> (K B, ...)
+    assert torch.allclose(sub(0.3, xs.reshape(8, 1, 8, 8)), full[idx].repeat(2, 1, 1, 1), atol=1e-6)
+    assert torch.allclose(field.for_rows(slice(8, 12))(0.3, x[8:]), full[8:], atol=1e-6)
+    with pytest.raises(ValueError, match="non-negative stop"):
+        field.for_rows(slice(8, None))
+    moons = load_model(moons_file)
+    assert moons.for_rows(idx) is moons
+
+
 def test_guidance_and_labels_refused_for_unconditional_models(moons_file):
     with pytest.raises(ValueError, match="unconditional"):
         load_model(moons_file, guidance_scale=2.0)
