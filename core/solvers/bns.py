@@ -102,18 +102,21 @@ class BNSSolver(LearnedSolver):
 
     Raw parameters: `raw_r` (n-1,) logits of the r-grid increments (softmax with the last logit
     fixed at 0: strictly increasing, exact endpoints), `a` (n,), `b` (n(n+1)/2,) the lower
-    triangle of b_ij, j <= i, row by row. At construction it is uniform Euler in r.
+    triangle of b_ij, j <= i, row by row. At construction it is uniform Euler in r (Euler on the
+    preconditioned VF); `init_from(name, field)` / `init_from_scheme` set it to a base solver.
+    path: the model's Gaussian path (or its to_dict()); guidance_scale: the scale it is trained
+    for (solve refuses a field at another one); init_name: a label recorded in the config.
     """
 
     family = "bns"
 
     def __init__(self, n: int, sigma0: float = 1.0, path: Optional[dict | GaussianPath] = None,
-                 guidance_scale: Optional[float] = None, init: str = "euler"):
+                 guidance_scale: Optional[float] = None, init_name: str = "euler"):
         super().__init__(nfe=n)
         n = self.nfe
         self.path = None if path is None else get_path(path)
         self.pre = Preconditioner(self.path, sigma0)
-        self.sigma0, self.init_name = float(sigma0), str(init)
+        self.sigma0, self.init_name = float(sigma0), str(init_name)  # a label only: see init_from
         self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
         f64 = dict(dtype=torch.float64)
         self.raw_r = nn.Parameter(torch.zeros(n - 1, **f64))
