@@ -347,7 +347,9 @@ def bench_section(path: Path) -> str:
              f"Made by `{data.get('command', 'python bench/bench_perf.py')}` on {data['device']}, torch {data['torch']} "
              f"({data.get('seconds', 0):.0f} s); raw rows in `docs/results/{path.name}`. The machine is shared with "
              "other jobs, so single timings can be off by 10-20 %; sampling rows keep the fastest of several "
-             "round-robin repeats.", "", bench.table(rows), ""]
+             "round-robin repeats." + (" No GPU was available for this run; `--device cuda` makes the same table "
+                                       "on CUDA." if data["device"].startswith("CPU") else ""),
+             "", bench.table(rows), ""]
     learned = [r for r in rows if r["what"] == "sample" and r["solver"].split("@")[0] in LEARNED]
     if learned:
         over = [r["overhead_pct"] for r in learned]
@@ -358,6 +360,12 @@ def bench_section(path: Path) -> str:
                      f"median {statistics.median(over):+.0f} % (range {min(over):+.0f} to {max(over):+.0f} %), the "
                      f"other built-in solvers median {statistics.median(other):+.0f} % (range {min(other):+.0f} to "
                      f"{max(other):+.0f} %); negative values are timing noise on a shared machine.")
+        worst = max(learned, key=lambda r: r["overhead_pct"])
+        why = (": BNS combines all earlier velocities at every step (core/solvers/linear.py stacks them), work "
+               "that grows with NFE^2 x batch x D and shows when the network is cheap next to the data size"
+               if worst["solver"].startswith("bns") else "")
+        lines.append(f"The largest learned-solver overhead is {worst['solver']} on {worst['model']} at batch "
+                     f"{worst['batch']} ({worst['overhead_pct']:+.0f} %){why}.")
     pools = [r for r in rows if r["what"] == "gt-pool"]
     if pools:
         big = max(pools, key=lambda r: r["mib"])
