@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field as dc_field
@@ -522,7 +523,6 @@ def run_cli(args, field, device, x0: Optional[Tensor] = None) -> SweepResult:
     cfg = SweepConfig(solvers=tuple(names), learned=learned, nfes=nfes, n_samples=n, gt_atol=args.gt_tol,
                       gt_rtol=args.gt_tol, train_iters=args.train_iters, train_seconds=args.train_seconds,
                       train_n=args.train_n, train_batch=args.train_batch, seed=args.seed, device=str(device))
-    import sys
     result = sweep(field, cfg, x0=x0, progress=lambda m: print(m, file=sys.stderr, flush=True))
     result.model["file"] = getattr(args, "model", None)
     if args.json:
