@@ -274,11 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default="rmse-bound", help="Bespoke loss: rmse-bound, local, final-rmse")
     p.add_argument("--init", default="identity", help="Bespoke: identity or a path name; BNS: a base solver")
     p.add_argument("--sigma0", type=float, default=1.0, help="BNS preconditioning scale (default 1)")
-    p.add_argument("--iters", type=int, default=600, help="Adam iterations (default 600)")
-    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3)")
-    p.add_argument("--batch-size", type=int, default=256, help="GT paths per iteration (default 256)")
-    p.add_argument("--n-train", type=int, default=2048, help="GT paths to train on (default 2048)")
-    p.add_argument("--n-val", type=int, default=512, help="validation noise samples (default 512)")
+    from .train import TrainConfig
+    d = TrainConfig()  # one source of truth for the defaults
+    p.add_argument("--iters", type=int, default=d.iters, help=f"Adam iterations (default {d.iters})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"GT paths per iteration (default {d.batch_size})")
+    p.add_argument("--n-train", type=int, default=d.n_train, help=f"GT paths to train on (default {d.n_train})")
+    p.add_argument("--n-val", type=int, default=d.n_val, help=f"validation noise samples (default {d.n_val})")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output solver file (.safetensors)")
