@@ -81,10 +81,9 @@ def _jsonable(v):
     return v
 
 
-def save_solver(solver: LearnedSolver, path: str | os.PathLike, field=None,
-                extra: Optional[dict[str, Any]] = None) -> str:
-    """Save parameters (float64) + config + what model it was trained for. Returns the hash."""
-    header = {
+def _solver_header(solver: LearnedSolver, field, extra: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """What a solver checkpoint records: the family and config, and what model it was trained for."""
+    return {
         "family": solver.family,
         "nfe": solver.nfe,
         "config": solver.config(),
@@ -93,21 +92,21 @@ def save_solver(solver: LearnedSolver, path: str | os.PathLike, field=None,
         "data_shape": list(getattr(field, "data_shape", []) or []),
         "train": _jsonable(extra or {}),
     }
-    tensors = {k: v.detach().cpu().to(torch.float64) for k, v in solver.state_dict().items()}
-    return checkpoint.save(path, tensors, header, kind="solver")
+
+
+def _solver_tensors(solver: LearnedSolver) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().to(torch.float64) for k, v in solver.state_dict().items()}
+
+
+def save_solver(solver: LearnedSolver, path: str | os.PathLike, field=None,
+                extra: Optional[dict[str, Any]] = None) -> str:
+    """Save parameters (float64) + config + what model it was trained for. Returns the hash."""
+    return checkpoint.save(path, _solver_tensors(solver), _solver_header(solver, field, extra), kind="solver")
 
 
 def solver_to_bytes(solver: LearnedSolver, field=None, extra: Optional[dict[str, Any]] = None) -> bytes:
     """The same bytes `save_solver` writes (for downloads)."""
-    header = {
-        "family": solver.family, "nfe": solver.nfe, "config": solver.config(),
-        "model_id": getattr(field, "model_id", None),
-        "guidance_scale": getattr(field, "guidance_scale", None),
-        "data_shape": list(getattr(field, "data_shape", []) or []),
-        "train": _jsonable(extra or {}),
-    }
-    tensors = {k: v.detach().cpu().to(torch.float64) for k, v in solver.state_dict().items()}
-    return checkpoint.dumps(tensors, header, kind="solver")
+    return checkpoint.dumps(_solver_tensors(solver), _solver_header(solver, field, extra), kind="solver")
 
 
 def load_solver(src, field=None, device=None) -> tuple[LearnedSolver, dict[str, Any]]:
