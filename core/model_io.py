@@ -19,8 +19,9 @@ Networks predicting eps or x1 are evaluated at t clamped to [1e-5, 1 - 1e-5] (T_
 conversion to a velocity is singular at the ends (eps-VP: sigma'_1 is infinite). Which class
 each sample gets: row i of a batch gets labels[i % L] for the field's labels (L,); the default
 labels are 0, 1, ..., num_classes - 1, so a batch cycles through the classes. The label goes by
-position, so code that reorders or subsets a batch must use `field.for_rows(idx)`, which keeps
-each sample's class. The null class (num_classes) is a valid label: unconditional.
+position, so code that reorders or subsets a batch must keep each sample's class: the library's
+own training does it by keeping every batch aligned to the label period (core.field.aligned_batch,
+round_to_period); for an arbitrary subset use `field.for_rows(idx)`. The null class (num_classes) is a valid label: unconditional.
 """
 from __future__ import annotations
 
