@@ -21,6 +21,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.bench_perf import time_to_fraction  # noqa: E402
+from bench.timing import median_time, print_table  # noqa: E402
 from core.solvers.base import rk_sample, uniform_grid  # noqa: E402
 from core.train import SolverSpec, TrainConfig, resolve_device, train_solver  # noqa: E402
 
@@ -30,25 +32,6 @@ DEFAULT_MODEL = "assets/checkerboard_fm-ot.safetensors"
 def load(model: str, device):
     from core import load_model
     return load_model(model, device=device)
-
-
-def time_to_fraction(history, frac=0.9):
-    """Seconds until the validation RMSE first reaches `frac` of its final improvement."""
-    vals = [(h["elapsed"], h["rmse"]) for h in history if "rmse" in h]
-    init, best = vals[0][1], min(v for _, v in vals)
-    target = init - frac * (init - best)
-    return next(t for t, v in vals if v <= target), init, best
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main(argv=None):
@@ -70,13 +53,14 @@ def main(argv=None):
     t0 = time.perf_counter()
     res = train_solver(field, SolverSpec("rk2-bespoke", 8), cfg)
     wall = time.perf_counter() - t0
-    t90, init, best = time_to_fraction(res.history)
+    t90 = time_to_fraction(res.history, "rmse", higher=False)
+    init, best = res.init["rmse"], res.best["rmse"]
     per_iter = res.elapsed / max(1, res.history[-1]["iteration"])
     rows += [
         ("RK2-Bespoke NFE 8: validation RMSE, midpoint (init) -> best", f"{init:.4f} -> {best:.4f} ({init / best:.2f}x)"),
-        ("  seconds to 90 % of the final improvement (training)", f"{t90:.2f} s (target <= 10 s)"),
+        ("  seconds to 90 % of the final improvement (training)", f"{t90:.2f} s (target <= 10 s)" if t90 is not None else "no improvement"),
         (f"  GT pool build ({cfg.n_train + cfg.n_val} dopri5 paths, {cfg.gt_grid}-point grid), once", f"{res.gt_seconds:.2f} s, {res.gt_nfe} NFE"),
-        ("  seconds to 90 % including the GT pool", f"{t90 + res.gt_seconds:.2f} s"),
+        ("  seconds to 90 % including the GT pool", f"{t90 + res.gt_seconds:.2f} s" if t90 is not None else "-"),
         (f"  full run: {res.history[-1]['iteration']} iterations", f"{res.elapsed:.2f} s training, {per_iter * 1e3:.1f} ms/iter, {wall:.2f} s wall"),
     ]
 
@@ -122,13 +106,8 @@ def main(argv=None):
                  f"{t_iter * 1e3:.2f} ms: GT read {t_read * 1e3:.2f} ms, forward model calls {t_steps * 1e3:.2f} ms, "
                  f"backward + rest {max(0.0, t_iter - t_read - t_steps) * 1e3:.2f} ms"))
 
-    print(f"\nBespoke benchmark on {args.model} ({field.meta.get('arch', '')}, device {device}, "
-          f"torch threads {torch.get_num_threads()})\n")
-    w = max(len(r[0]) for r in rows)
-    print(f"| {'what':<{w}} | measured |")
-    print(f"|{'-' * (w + 2)}|----------|")
-    for k, v in rows:
-        print(f"| {k:<{w}} | {v} |")
+    print_table(f"Bespoke benchmark on {args.model} ({field.meta.get('arch', '')}, device {device}, "
+                f"torch threads {torch.get_num_threads()})", rows)
 
 
 if __name__ == "__main__":

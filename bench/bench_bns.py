@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.timing import median_time, print_table  # noqa: E402
 from core.evaluate import ground_truth  # noqa: E402
 from core.field import label_period, round_to_period  # noqa: E402
 from core.metrics import psnr  # noqa: E402
@@ -134,17 +135,6 @@ def verdict(rows, nfes) -> str:
     return "\n".join(out)
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def cmd_speed(args) -> None:
     from core.solvers.bns import build_bns
     from core.train import fit
@@ -187,13 +177,8 @@ def cmd_speed(args) -> None:
          f"{t_model * 1e3:.1f} ms, coefficients {t_decode * 1e3:.2f} ms) + backward {max(0.0, t_fb - t_fwd) * 1e3:.1f} ms"),
         (f"one validation ({cfg.n_val} samples, no grad)", f"{t_val * 1e3:.1f} ms (every {cfg.val_every} iterations)"),
     ]
-    print(f"\nBNS benchmark on {args.model[0]} ({field.meta.get('arch', '')}, device {device}, "
-          f"torch threads {torch.get_num_threads()})\n")
-    w = max(len(r[0]) for r in rows)
-    print(f"| {'what':<{w}} | measured |")
-    print(f"|{'-' * (w + 2)}|----------|")
-    for k, v in rows:
-        print(f"| {k:<{w}} | {v} |")
+    print_table(f"BNS benchmark on {args.model[0]} ({field.meta.get('arch', '')}, device {device}, "
+                f"torch threads {torch.get_num_threads()})", rows)
 
 
 def main(argv=None):
