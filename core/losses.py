@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import metrics
 from .field import aligned_batch, label_period, round_to_period
 from .solvers.gt import GTPool
 
@@ -30,7 +31,13 @@ def rms(x: Tensor, batch_dims: int) -> Tensor:
 
 
 def psnr_from_mse(mse: Tensor, data_range: float) -> Tensor:
+    """Per-sample PSNR from per-sample MSE; MSE clamped at 1e-20 so a loss never sees +inf."""
     return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-20))
+
+
+def validation_summary(mse: Tensor, data_range: float) -> dict[str, float]:
+    """{"rmse", "psnr"}: means over samples of the per-sample values, from per-sample MSE (B,)."""
+    return {"rmse": mse.sqrt().mean().item(), "psnr": psnr_from_mse(mse, data_range).mean().item()}
 
 
 def reverse_cumprod_weights(L: Tensor) -> Tensor:
@@ -84,7 +91,4 @@ class BespokeObjective:
     @torch.no_grad()
     def validate(self, solver) -> dict[str, float]:
         x = solver.solve(self.field, self.val.x0).x
-        err = x - self.val.x1
-        mse = err.pow(2).flatten(1).mean(-1)
-        return {"rmse": mse.sqrt().mean().item(),
-                "psnr": psnr_from_mse(mse, self.field.data_range).mean().item()}
+        return validation_summary(metrics.mse(x, self.val.x1), self.field.data_range)

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from ..field import aligned_batch, label_period, round_to_period
-from ..losses import psnr_from_mse
+from .. import metrics
+from ..losses import psnr_from_mse, validation_summary
 from ..paths import GaussianPath, ScaledOTPath, get_path, path_st_map
 from .base import SolveResult, StepCallback, check_finite
 from .bespoke import BespokeSolver
@@ -341,15 +342,14 @@ class BNSObjective:
         B = min(round_to_period(self.batch_size, self.period), self.x0.shape[0])
         idx = aligned_batch(self.x0.shape[0], B, self.period, generator).to(self.x0.device)
         x = solver.solve(self.field, self.x0[idx]).x
-        mse = (x - self.x1[idx]).pow(2).flatten(1).mean(-1)
-        return -psnr_from_mse(mse, self.field.data_range)
+        return -psnr_from_mse(metrics.mse(x, self.x1[idx]), self.field.data_range)
 
     @torch.no_grad()
     def validate(self, solver) -> dict[str, float]:
         chunk = round_to_period(self.val_batch, self.period)
-        mse = torch.cat([(solver.solve(self.field, x0).x - x1).pow(2).flatten(1).mean(-1)
+        mse = torch.cat([metrics.mse(solver.solve(self.field, x0).x, x1)
                          for x0, x1 in zip(torch.split(self.x0_val, chunk), torch.split(self.x1_val, chunk))])
-        return {"rmse": mse.sqrt().mean().item(), "psnr": psnr_from_mse(mse, self.field.data_range).mean().item()}
+        return validation_summary(mse, self.field.data_range)
 
 
 def make_gt_pairs(field, n: int, seed: int, device, atol: float = 1e-5, rtol: float = 1e-5,
