@@ -6,8 +6,9 @@ Measures, on the default model:
 - cold start: `streamlit run` launched -> server healthy -> first page (Model) fully rendered
   (script finished, no skeletons, its charts drawn);
 - page switch: click a sidebar link -> the new page fully rendered, for every page;
-- chart updates per second during training: the training-curve chart is sampled in the page
-  every 20 ms; every change of its data counts as one update.
+- chart updates per second during training: the live training chart (a plotly graph in a
+  component frame, explorer/livechart.py) is sampled every 20 ms; every change of its data
+  counts as one update.
 The same harness (server, browser, waits) serves tests/test_browser.py.
 """
 from __future__ import annotations
@@ -146,42 +147,48 @@ def set_number(page, label: str, value) -> None:
     time.sleep(0.3)
 
 
-def chart_points(page, index: int) -> int:
-    """Points in the first trace of the index-th plotly chart (-1 if none)."""
-    return page.evaluate("""(k) => { const gd = document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot')[k];
+def live_frame(page):
+    """The iframe of the live training chart (explorer/livechart.py), or None."""
+    for frame in page.frames:
+        if "bespoke_live_chart" in frame.url:
+            return frame
+    return None
+
+
+def live_points(frame) -> int:
+    """Points in the live chart's first trace (the loss), -1 if not drawn yet."""
+    return frame.evaluate("""() => { const gd = document.getElementById('chart');
         const tr = gd && gd._fullData && gd._fullData[0];
-        return tr && tr.x ? tr.x.length : -1; }""", index)
+        return tr && tr.x ? tr.x.length : -1; }""")
 
 
-CHART_PROBE = """([index, seconds]) => new Promise(resolve => {
-    // Sample the training chart's data every 20 ms; count how often it changes.
+CHART_PROBE = """(seconds) => new Promise(resolve => {
+    // In the live chart's frame: sample its data every 20 ms; count how often it changes.
     const sig = () => {
-        const plots = document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot');
-        const gd = plots[index];
+        const gd = document.getElementById('chart');
         if (!gd || !gd._fullData || !gd._fullData.length) return null;
         const x = gd._fullData[0].x;  // decoded arrays (gd.data keeps plotly's base64 form)
         return x ? String(x.length) + ':' + String(x[x.length - 1]) : null;
     };
-    let last = sig(), changes = 0, samples = [], busy = 0;
-    // Main-thread time spent in long tasks (> 50 ms): how saturated the browser is.
-    const obs = new PerformanceObserver(list => { for (const e of list.getEntries()) busy += e.duration; });
-    obs.observe({entryTypes: ['longtask']});
+    let last = sig(), changes = 0, samples = [];
+    const draws0 = window.liveChart.draws, skipped0 = window.liveChart.skipped;
     const t0 = performance.now();
     const timer = setInterval(() => {
         const s = sig();
         if (s !== null && s !== last) { changes += 1; samples.push([performance.now() - t0, s]); }
         last = s;
         if (performance.now() - t0 > seconds * 1000) {
-            clearInterval(timer); obs.disconnect(); resolve({changes, seconds, samples, busy_ms: busy}); }
+            clearInterval(timer);
+            resolve({changes, seconds, samples, draws: window.liveChart.draws - draws0,
+                     skipped: window.liveChart.skipped - skipped0}); }
     }, 20);
 })"""
 
-
-def training_chart_index(page) -> int:
-    """Index of the training-curves chart among the page's plotly charts (its first trace is 'loss')."""
-    names = page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot'))
-        .map(gd => gd.data && gd.data.length ? gd.data[0].name : null)""")
-    return names.index("loss") if "loss" in names else -1
+BUSY_START = """() => { window.__busy = 0;
+    // Main-thread time spent in long tasks (> 50 ms): how saturated the browser is.
+    window.__busyObs = new PerformanceObserver(list => { for (const e of list.getEntries()) window.__busy += e.duration; });
+    window.__busyObs.observe({entryTypes: ['longtask']}); }"""
+BUSY_STOP = "() => { window.__busyObs.disconnect(); return window.__busy; }"
 
 
 def start_training(page, iters: int, n_train: int = 512) -> None:
@@ -191,22 +198,37 @@ def start_training(page, iters: int, n_train: int = 512) -> None:
     page.get_by_role("button", name="Train").first.click()
 
 
-def wait_training_chart(page, timeout: float = 120.0) -> int:
+def wait_training_chart(page, timeout: float = 120.0):
+    """The live chart's frame, once it has drawn the training curves (its first trace is 'loss')."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        k = training_chart_index(page)
-        if k >= 0:
-            return k
-        time.sleep(0.1)
-    raise TimeoutError("the training chart did not appear")
+        frame = live_frame(page)
+        if frame is not None:
+            with contextlib.suppress(Exception):  # the frame may still be loading
+                if frame.evaluate("""() => { const gd = document.getElementById('chart');
+                        return !!(gd && gd.data && gd.data.length && gd.data[0].name === 'loss'); }"""):
+                    return frame
+        page.wait_for_timeout(100)  # not time.sleep: Playwright learns of new frames while in its calls
+    raise TimeoutError("the live training chart did not appear")
+
+
+def iterations_per_second(samples: list) -> float | None:
+    """Training speed seen through the chart: its last x (the iteration) over the probe's samples."""
+    if len(samples) < 2:
+        return None
+    (t0, s0), (t1, s1) = samples[0], samples[-1]
+    return (float(s1.split(":")[1]) - float(s0.split(":")[1])) / ((t1 - t0) / 1000)
 
 
 def measure_updates(page, seconds: float, warmup: float = 2.0) -> dict:
-    """Count chart updates over `seconds`, after the chart exists and `warmup` seconds more (the
-    first draw of a chart is a full plot, later ones are updates)."""
-    k = wait_training_chart(page)
+    """Count live-chart updates over `seconds`, after the chart exists and `warmup` seconds
+    more; with the browser main thread's long-task time over the same window."""
+    frame = wait_training_chart(page)
     time.sleep(warmup)
-    return page.evaluate(CHART_PROBE, [k, seconds])
+    page.evaluate(BUSY_START)
+    probe = frame.evaluate(CHART_PROBE, seconds)
+    probe["busy_ms"] = page.evaluate(BUSY_STOP)
+    return probe
 
 
 def wait_training_done(page, timeout: float = 300.0) -> None:
@@ -274,8 +296,10 @@ def run(screenshots: Path | None, iters: int, update_seconds: float, log_path: P
         out["training_updates"] = {"changes": probe["changes"], "seconds": probe["seconds"],
                                    "updates_per_second": probe["changes"] / probe["seconds"],
                                    "browser_long_task_fraction": probe["busy_ms"] / 1000 / probe["seconds"],
+                                   "draws": probe["draws"], "unchanged_skipped": probe["skipped"],
                                    "points_first_last": [probe["samples"][0][1], probe["samples"][-1][1]]
-                                   if probe["samples"] else None}
+                                   if probe["samples"] else None,
+                                   "training_iterations_per_second": iterations_per_second(probe["samples"])}
         page.get_by_role("button", name="Stop").first.click()
         wait_training_done(page)
         wait_rendered(page, "Train a solver")

@@ -147,10 +147,12 @@ def _ax(k: int) -> tuple[str, str]:
     return ("x", "y") if k == 1 else (f"x{k}", f"y{k}")
 
 
-def _curve_traces(history: Sequence[Mapping[str, float]]) -> tuple[list[dict], bool]:
-    """Loss, validation RMSE and PSNR traces on subplots 1, 2, 3; and whether the loss is > 0."""
-    it = np.array([h["iteration"] for h in history], dtype=float)
-    loss = _finite([h.get("loss", np.nan) for h in history])
+def _curve_traces(history: Sequence[Mapping[str, float]], max_points: Optional[int] = None) -> tuple[list[dict], bool]:
+    """Loss, validation RMSE and PSNR traces on subplots 1, 2, 3; and whether the loss is > 0.
+    `max_points`: draw at most about that many loss points (see `decimate`)."""
+    rows = history if max_points is None else [history[i] for i in decimate(len(history), max_points)]
+    it = np.array([h["iteration"] for h in rows], dtype=float)
+    loss = _finite([h.get("loss", np.nan) for h in rows])
     val = [h for h in history if "rmse" in h]
     v_it = np.array([h["iteration"] for h in val], dtype=float)
     traces = [
@@ -160,7 +162,8 @@ def _curve_traces(history: Sequence[Mapping[str, float]]) -> tuple[list[dict], b
         dict(type="scatter", x=v_it, y=_finite([h["psnr"] for h in val]), mode="lines+markers", name="val PSNR",
              line=dict(color="#2ca02c"), xaxis="x3", yaxis="y3"),
     ]
-    positive = bool(len(loss)) and np.nanmin(np.where(np.isfinite(loss), loss, np.inf)) > 0
+    all_loss = loss if max_points is None else _finite([h.get("loss", np.nan) for h in history])
+    positive = bool(len(all_loss)) and np.nanmin(np.where(np.isfinite(all_loss), all_loss, np.inf)) > 0
     return traces, positive
 
 
@@ -188,7 +191,7 @@ def training_live(history: Sequence[Mapping[str, float]], schedule: Optional[Sch
     """ONE figure for the live view (a second chart per update halves the redraw rate in the
     browser): row 1 the training curves; row 2 the solver now: t_r and s_r of each map in
     `schedule` (learned ones with markers) and the time grid t_i against the step index."""
-    traces, positive = _curve_traces(history)
+    traces, positive = _curve_traces(history, max_points=LIVE_MAX_POINTS)
     axes = _curve_axes(positive)
     titles = list(CURVE_TITLES)
     k = 4
@@ -223,7 +226,26 @@ def training_live(history: Sequence[Mapping[str, float]], schedule: Optional[Sch
     titles += [""] * (3 * rows - len(titles))
     for tr in traces[:3]:
         tr["showlegend"] = False
+    for name in [f"{a}axis{'' if j == 1 else j}" for j in range(1, 3 * rows + 1) for a in "xy"]:
+        axes.setdefault(name, {}).update(LIVE_AXIS)
     return _fast_subplots(rows, 3, titles, traces, axes, "Training, live", 330 * rows, h_space=0.08, v_space=0.2)
+
+
+# The live chart is redrawn several times a second, and in the browser most of a redraw is axis
+# work: measuring every tick label to hide overflowing ones, and re-fitting the margins to them
+# (bench/bench_app.py, Chrome profile). Fixed margins, few ticks and no overflow check cut that.
+LIVE_AXIS = {"automargin": False, "ticklabeloverflow": "allow", "nticks": 6}
+LIVE_MAX_POINTS = 400  # loss points drawn live: an every-2^k-th-iteration subsample, plus the last
+
+
+def decimate(n: int, max_points: int) -> np.ndarray:
+    """Indices 0, k, 2k, ... and n - 1 with k the smallest power of two that keeps at most
+    `max_points` (+1) of n: stable while a run grows (the drawn points only change when k doubles)."""
+    if n <= max_points:
+        return np.arange(n)
+    k = 1 << int(np.ceil(np.log2(n / max_points)))
+    idx = np.arange(0, n, k)
+    return idx if idx[-1] == n - 1 else np.append(idx, n - 1)
 
 
 # ------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from core.checkpoint import CheckpointError
 from core.solvers.learned import load_solver
 from core.solvers.bns import BNS_INITS
 from core.train import LEARNED_FAMILIES, SolverSpec, TrainConfig
-from explorer import autosave, compute, figures, jobs, state, ui, workers
+from explorer import autosave, compute, figures, jobs, livechart, state, ui, workers
 from explorer.models import MAX_UPLOAD_MB
 
 FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler on a learned scale-time path)",
@@ -105,7 +105,7 @@ if train_jobs:
     job = by_id[focus_id]
     identity = {"identity": compute.reference_maps(field, 51)["identity"]}  # the rest: Schedules page
 
-    @st.fragment(run_every=0.25 if not job.is_finished else None)
+    @st.fragment(run_every=0.2 if not job.is_finished else None)
     def live(job=job):
         if job.is_finished and not job.harvested:
             state.harvest()
@@ -124,8 +124,11 @@ if train_jobs:
         params = dict(job.latest)
         if hist:
             schedule = {"learned (now)": params, **identity} if compute.is_st_params(params) else None
-            st.plotly_chart(figures.training_live(hist, schedule, ("learned (now)",), params.get("time_grid")),
-                            key="train.live")
+            fig = figures.training_live(hist, schedule, ("learned (now)",), params.get("time_grid"))
+            if job.is_finished:
+                st.plotly_chart(fig, key="train.live")
+            else:  # moved in place several times a second (see explorer/livechart.py)
+                livechart.live_chart(fig, key=f"train.live_chart.{job.id}")
             last_val = [h for h in hist if "rmse" in h]
             if last_val:
                 v = last_val[-1]

@@ -39,6 +39,29 @@ def test_training_live_is_one_figure_with_the_solver_in_row_two():
     assert len(only_curves.data) == 3 and only_curves.layout.height == 330
 
 
+def test_decimate_keeps_ends_is_stable_and_bounded():
+    assert list(figures.decimate(5, 10)) == [0, 1, 2, 3, 4]
+    for n in (11, 400, 401, 1000, 5001):
+        idx = figures.decimate(n, 100)
+        assert idx[0] == 0 and idx[-1] == n - 1 and len(idx) <= 101 + 1 and np.all(np.diff(idx) > 0)
+    # A growing run keeps the points it drew until the stride doubles.
+    a, b = figures.decimate(1000, 100), figures.decimate(1010, 100)
+    assert set(a[:-1]) <= set(b)
+
+
+def test_training_live_draws_a_subsample_of_a_long_run_but_the_last_point_and_every_validation():
+    n = 5000
+    hist = [{"iteration": i, "loss": 1.0 + i, **({"rmse": 1.0 / (i + 1), "psnr": float(i)} if i % 10 == 0 else {})}
+            for i in range(n)]
+    hist.append({"iteration": n, "loss": -1.0})  # a non-positive loss anywhere: no log axis
+    fig = figures.training_live(hist)
+    tr = _traces(fig)
+    assert len(tr[0]["x"]) <= figures.LIVE_MAX_POINTS + 1 and tr[0]["x"][-1] == n and tr[0]["y"][-1] == -1.0
+    assert len(tr[1]["x"]) == n // 10  # validation points are few: all drawn
+    assert fig.layout.yaxis.type != "log"
+    assert fig.layout.xaxis.automargin is False and fig.layout.yaxis2.nticks == figures.LIVE_AXIS["nticks"]
+
+
 def test_st_schedule_draws_four_panels_per_map_and_marks_learned_nodes():
     r = np.linspace(0, 1, 5)
     learned = {"r": r, "t": r**2, "dt": 2 * r[:-1], "s": np.ones(5), "ds": np.zeros(4)}

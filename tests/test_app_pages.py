@@ -1,6 +1,7 @@
 """AppTest of every page with the default model: what each shows (figures with the expected
 traces, finite numbers), a training run driven through the Train page, a sweep through the
 Ablations page, and uploads of corrupt files that must give a message, never an exception."""
+import json
 import math
 import os
 import time
@@ -178,6 +179,42 @@ def test_train_page_runs_a_short_training_and_lists_the_solver():
     grid = next(t for t in curves if t["name"] == "time grid t_i")
     assert len(grid["y"]) == 4  # 3 RK2 steps at NFE 6
     assert at.get("download_button"), "the solver can be downloaded"
+
+
+def test_train_page_live_chart_keeps_its_identity_while_the_run_grows():
+    """While a run trains, the curves go to the live-chart component with a key of their own:
+    the element's id must not change as points arrive (st.plotly_chart hashes the figure into
+    its id, which re-mounts the chart on every update)."""
+    at = new_app()
+    at.switch_page("pages/train.py").run()
+    at.number_input(key="train.iters").set_value(20000)
+    at.number_input(key="train.n_train").set_value(256)
+    at.number_input(key="train.val_every").set_value(5)
+    at.button(key="train.start").click().run()
+    job = at.session_state[state.JOBS][0]
+    try:
+        seen = []
+        deadline = time.time() + 120
+        while time.time() < deadline and len({n for _, n in seen}) < 3:
+            time.sleep(0.3)
+            at.run()
+            assert not at.exception, at.exception
+            live = at.get("component_instance")
+            if live:
+                assert len(live) == 1 and live[0].proto.component_name.endswith("bespoke_live_chart")
+                traces = figures.decode_traces(json.loads(live[0].proto.json_args)["spec"])
+                assert traces[0]["name"] == "loss" and finite(traces[0]["y"])
+                seen.append((live[0].proto.id, len(traces[0]["x"])))
+        assert len({n for _, n in seen}) >= 3, f"the live chart did not grow: {seen}"
+        assert len({i for i, _ in seen}) == 1, "the live chart changed identity between updates"
+        assert not at.get("plotly_chart") or all("loss" not in [t.get("name") for t in c] for c in charts(at))
+    finally:
+        job.stop.set()
+        job.finished.wait(60)
+    wait_for(at, lambda a: len(a.session_state[state.SOLVERS]) == 1, what="the stopped run to be listed")
+    assert not at.get("component_instance"), "a finished run is drawn as an ordinary chart"
+    final = chart_with(at, "loss")
+    assert finite(final[0]["y"][1:]) and finite(final[1]["y"])  # row 0: the validation at init, no loss
 
 
 def test_solver_upload_roundtrip_and_corrupt_solver(app_with_solver, trained):

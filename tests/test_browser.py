@@ -42,14 +42,17 @@ def test_every_page_in_chromium(tmp_path):
             step[0] = "starting a training run"
             h.start_training(page, iters=5000, n_train=512)
             step[0] = "waiting for the training chart"
-            k = h.wait_training_chart(page, timeout=180)
+            frame = h.wait_training_chart(page, timeout=180)
             step[0] = "watching the training curve update"
+            gd = frame.evaluate_handle("() => document.getElementById('chart')")
             seen = []
             deadline = time.time() + 90
             while time.time() < deadline and len(set(seen)) < 4:
-                seen.append(h.chart_points(page, k))
+                seen.append(h.live_points(frame))
                 time.sleep(0.25)
             assert len(set(seen)) >= 4 and seen[-1] > seen[0], f"training curve did not update: {seen}"
+            # Moved in place (Plotly.react on one graph), not re-mounted per update.
+            assert frame.evaluate("(g) => g === document.getElementById('chart') && window.liveChart.draws >= 4", gd)
             step[0] = "stopping the run"
             page.get_by_role("button", name="Stop").first.click()
             h.wait_training_done(page, timeout=180)
