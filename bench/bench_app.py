@@ -330,6 +330,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here too")
     ap.add_argument("--log", type=Path, default=None, help="streamlit's output")
     args = ap.parse_args()
+    if not os.environ.get("BESPOKE_RUNS_DIR"):  # the server's autosaved runs: not in the user's cache
+        import tempfile
+        os.environ["BESPOKE_RUNS_DIR"] = tempfile.mkdtemp(prefix="bench_app_runs_")
     res = run(args.screenshots, args.iters, args.update_seconds, args.log)
     print(json.dumps(res, indent=2))
     if args.json:
