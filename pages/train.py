@@ -128,7 +128,11 @@ if train_jobs:
             if job.is_finished:
                 st.plotly_chart(fig, key="train.live")
             else:  # moved in place several times a second (see explorer/livechart.py)
-                livechart.live_chart(fig, key=f"train.live_chart.{job.id}")
+                try:
+                    livechart.live_chart(fig, key=f"train.live_chart.{job.id}")
+                except OSError as e:  # its files could not be set up: draw it the slower way
+                    st.plotly_chart(fig, key="train.live")
+                    st.caption(f"The fast live chart is unavailable ({e}); redrawing the whole chart instead.")
             last_val = [h for h in hist if "rmse" in h]
             if last_val:
                 v = last_val[-1]

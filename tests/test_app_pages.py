@@ -217,6 +217,28 @@ def test_train_page_live_chart_keeps_its_identity_while_the_run_grows():
     assert finite(final[0]["y"][1:]) and finite(final[1]["y"])  # row 0: the validation at init, no loss
 
 
+def test_train_page_falls_back_to_a_plain_chart_without_the_live_component(monkeypatch):
+    from explorer import livechart
+
+    def unavailable():
+        raise OSError("could not write the live chart's files under /nowhere")
+
+    monkeypatch.setattr(livechart, "_served_dir", unavailable)
+    at = new_app()
+    at.switch_page("pages/train.py").run()
+    at.number_input(key="train.iters").set_value(20000)
+    at.number_input(key="train.n_train").set_value(256)
+    at.button(key="train.start").click().run()
+    job = at.session_state[state.JOBS][0]
+    try:
+        wait_for(at, lambda a: any(t.get("name") == "loss" for c in charts(a) for t in c), what="the plain live chart")
+        assert not at.get("component_instance")
+        assert any("fast live chart is unavailable" in c.value and "/nowhere" in c.value for c in at.caption)
+    finally:
+        job.stop.set()
+        job.finished.wait(60)
+
+
 def test_solver_upload_roundtrip_and_corrupt_solver(app_with_solver, trained):
     at = app_with_solver
     _, field, res = trained
