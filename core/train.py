@@ -2,7 +2,8 @@
 
 `train_solver(field, SolverSpec(...), TrainConfig(...), callback, stop_event)` builds the
 solver and its objective for the family, then `fit` runs Adam with validation, keeps the
-best-validation parameters, reports every iteration to `callback`, stops cleanly when
+best-validation parameters, reports the initial solver (iteration 0, its validation, loss NaN)
+and then every iteration to `callback`, stops cleanly when
 `stop_event` is set (from another thread), and raises NonFiniteLossError on NaN / inf
 (the solver keeps its last good parameters).
 """
@@ -79,7 +80,7 @@ class TrainConfig:
 
 @dataclass
 class TrainEvent:
-    """What the per-iteration callback receives."""
+    """What the per-iteration callback receives (iteration 0: the initial solver, loss NaN)."""
 
     iteration: int
     loss: float
@@ -156,6 +157,12 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
     result.best = dict(result.init)
     best_state, last_good = snapshot(), snapshot()
     result.history.append({"iteration": 0, "loss": float("nan"), "elapsed": 0.0, **result.init})
+
+    def decoded() -> dict:
+        return {k: v.detach().cpu().numpy() for k, v in solver.decode().items()}
+
+    if callback is not None:  # iteration 0: the initial solver and its validation (no loss yet)
+        callback(TrainEvent(0, float("nan"), dict(result.init), decoded(), 0.0, cfg.iters))
     t_start = time.perf_counter()
     for it in range(1, cfg.iters + 1):
         if stop_event is not None and stop_event.is_set():
@@ -194,8 +201,7 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
         elapsed = time.perf_counter() - t_start
         result.history.append({"iteration": it, "loss": loss.item(), "elapsed": elapsed, **(metrics or {})})
         if callback is not None:
-            params = {k: v.detach().cpu().numpy() for k, v in solver.decode().items()}
-            callback(TrainEvent(it, loss.item(), metrics, params, elapsed, cfg.iters))
+            callback(TrainEvent(it, loss.item(), metrics, decoded(), elapsed, cfg.iters))
     solver.load_state_dict(best_state)
     result.elapsed = time.perf_counter() - t_start
     return result

@@ -33,9 +33,6 @@ def train_job(field, spec: SolverSpec, cfg: TrainConfig):
         except NonFiniteLossError as e:  # keep the last good solver on disk too, then report
             _autosave(job, e.result, field, "diverged")
             raise
-        # The run's validation at initialisation (iteration 0) heads the curves.
-        if result.history and not any(h["iteration"] == 0 for h in job.history):
-            job.history.insert(0, dict(result.history[0]))
         saved = _autosave(job, result, field, "stopped" if result.stopped else "done")
         job.report(message=("stopped: kept the best solver so far" if result.stopped else "finished") + saved)
         return result

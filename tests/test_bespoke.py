@@ -162,8 +162,9 @@ def test_training_halves_rk2_rmse_at_nfe8(mixture_ot):
     res = train_solver(mixture_ot, SolverSpec("rk2-bespoke", 8), cfg, callback=events.append)
     # Midpoint at NFE 8 on the same validation noise is the identity init.
     assert res.best["rmse"] <= 0.5 * res.init["rmse"], (res.init, res.best)
-    assert len(events) == 100 and events[-1].iteration == 100
-    assert sum(e.metrics is not None for e in events) == 5
+    assert len(events) == 101 and [e.iteration for e in events[:2]] == [0, 1] and events[-1].iteration == 100
+    assert events[0].metrics == res.init and math.isnan(events[0].loss)  # the starting point, reported first
+    assert sum(e.metrics is not None for e in events) == 6
     assert {"t", "s", "dt", "ds", "time_grid"} <= set(events[0].params)
     # The returned solver keeps most of its gain on fresh noise (validation picks the best of 5).
     x0 = torch.randn(256, 2, generator=torch.Generator().manual_seed(123))

@@ -151,7 +151,7 @@ def test_short_training_raises_psnr(mixture_ot):
     res = fit(solver, obj, cfg, callback=seen.append, spec=spec)
     assert res.best["psnr"] > res.init["psnr"] + 10, (res.init, res.best)
     assert res.best_iteration > 0 and not res.stopped and obj.gt_seconds > 0
-    assert len(seen) == 40 and set(seen[-1].params) >= {"t", "a", "b", "A", "B"}
+    assert len(seen) == 41 and seen[0].iteration == 0 and set(seen[-1].params) >= {"t", "a", "b", "A", "B"}
     # the returned solver holds the best-validation parameters
     assert abs(obj.validate(res.solver)["psnr"] - res.best["psnr"]) < 1e-4
 
