@@ -36,7 +36,7 @@ field = state.current_field()
 model_key = state.field_key()
 
 # --- The form ------------------------------------------------------------------------------
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3 = st.columns(3)
 with c1:
     family = st.selectbox("Solver family", LEARNED_FAMILIES, key=state.kept("train.family", "rk2-bespoke"),
                           format_func=lambda f: FAMILY_LABELS.get(f, f))
@@ -64,13 +64,15 @@ with c2:
 with c3:
     lr = st.number_input("Learning rate (Adam)", 1e-5, 1.0, step=1e-3, format="%.4f", key=state.kept("train.lr", 2e-3))
     iters = st.number_input("Iterations", 1, 20000, step=50, key=state.kept("train.iters", 300))
-with c4:
-    with st.expander("Budget"):
-        batch = st.number_input("Batch size", 8, 4096, step=64, key=state.kept("train.batch", 256))
-        n_train = st.number_input("GT paths to train on", 16, 20000, step=256, key=state.kept("train.n_train", 1024))
-        n_val = st.number_input("Validation samples", 8, 4096, step=64, key=state.kept("train.n_val", 256))
-        val_every = st.number_input("Validate every", 1, 1000, step=5, key=state.kept("train.val_every", 10))
-        seed = st.number_input("Seed", 0, 10_000, step=1, key=state.kept("train.seed", 0))
+with st.expander("Budget: batch, GT paths, validation, seed"):
+    b1, b2, b3, b4, b5 = st.columns(5)
+    batch = b1.number_input("Batch size", 8, 4096, step=64, key=state.kept("train.batch", 256))
+    n_train = b2.number_input("GT paths to train on", 16, 20000, step=256, key=state.kept("train.n_train", 1024),
+                              help="Noise samples whose adaptive-solver (dopri5) paths are solved once, before training.")
+    n_val = b3.number_input("Validation samples", 8, 4096, step=64, key=state.kept("train.n_val", 256),
+                            help="Held-out noise: the curves' validation RMSE / PSNR to GT, and the best solver kept.")
+    val_every = b4.number_input("Validate every", 1, 1000, step=5, key=state.kept("train.val_every", 10))
+    seed = b5.number_input("Seed", 0, 10_000, step=1, key=state.kept("train.seed", 0))
 
 if st.button("Train", type="primary", key="train.start", icon=":material/play_arrow:"):
     try:
