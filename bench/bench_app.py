@@ -195,7 +195,7 @@ def start_training(page, iters: int, n_train: int = 512) -> None:
     set_number(page, "Iterations", iters)
     page.get_by_text("Budget").first.click()
     set_number(page, "GT paths to train on", n_train)
-    page.get_by_role("button", name="Train").first.click()
+    page.get_by_role("button", name="Train", exact=True).first.click()
 
 
 def wait_training_chart(page, timeout: float = 120.0):
@@ -300,7 +300,7 @@ def run(screenshots: Path | None, iters: int, update_seconds: float, log_path: P
                                    "points_first_last": [probe["samples"][0][1], probe["samples"][-1][1]]
                                    if probe["samples"] else None,
                                    "training_iterations_per_second": iterations_per_second(probe["samples"])}
-        page.get_by_role("button", name="Stop").first.click()
+        page.get_by_role("button", name="Stop", exact=True).first.click()
         wait_training_done(page)
         wait_rendered(page, "Train a solver")
         out["exceptions"]["Train"] = exceptions_shown(page)

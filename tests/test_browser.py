@@ -54,7 +54,7 @@ def test_every_page_in_chromium(tmp_path):
             # Moved in place (Plotly.react on one graph), not re-mounted per update.
             assert frame.evaluate("(g) => g === document.getElementById('chart') && window.liveChart.draws >= 4", gd)
             step[0] = "stopping the run"
-            page.get_by_role("button", name="Stop").first.click()
+            page.get_by_role("button", name="Stop", exact=True).first.click()
             h.wait_training_done(page, timeout=180)
             h.wait_rendered(page, "Train a solver")
             page.get_by_text("stopped: kept the best solver so far").first.wait_for(timeout=60_000)
