@@ -188,8 +188,9 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
 
 def training_live(history: Sequence[Mapping[str, float]], schedule: Optional[ScheduleCurves] = None,
                   learned: Sequence[str] = (), grid: Optional[np.ndarray] = None) -> go.Figure:
-    """ONE figure for the live view (a second chart per update halves the redraw rate in the
-    browser): row 1 the training curves; row 2 the solver now: t_r and s_r of each map in
+    """ONE figure for the live view (one graph for explorer/livechart.py to move per update; when
+    it was drawn with st.plotly_chart, a second chart halved the browser's redraw rate): row 1
+    the training curves; row 2 the solver now: t_r and s_r of each map in
     `schedule` (learned ones with markers) and the time grid t_i against the step index."""
     traces, positive = _curve_traces(history, max_points=LIVE_MAX_POINTS)
     axes = _curve_axes(positive)
