@@ -307,8 +307,8 @@ def load_model(src, guidance_scale: Optional[float] = None, device=None, dtype: 
     if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
         from .integrations.diffusers import field_from_pipeline, is_pipeline_folder
         if not is_pipeline_folder(src):
-            raise CheckpointError(f"{os.fspath(src)!r} is a folder without model_index.json: not a model checkpoint "
-                                  f"nor a diffusers pipeline folder")
+            raise CheckpointError(f"{os.fspath(src)!r} is a folder, not a file, and has no model_index.json: not a "
+                                  f"model checkpoint nor a diffusers pipeline folder")
         return field_from_pipeline(src, guidance_scale=guidance_scale, device=device, dtype=dtype, labels=labels)
     net, info = load_network(src, device=device, dtype=dtype)
     w = _check_guidance(guidance_scale, info.num_classes)
