@@ -119,7 +119,10 @@ def scheduler_config(config) -> dict:
     cfg = getattr(config, "config", config)
     if not hasattr(cfg, "items"):
         raise ValueError(f"not a scheduler or scheduler config: {type(config).__name__}")
-    return {k: v for k, v in cfg.items()}
+    out = {k: v for k, v in cfg.items()}
+    if cfg is not config:  # a scheduler object: its config does not name its class
+        out.setdefault("_class_name", type(config).__name__)
+    return out
 
 
 def convention_from_scheduler(config) -> Convention:
@@ -636,8 +639,10 @@ def learned_grid(solver, field=None, nfe: Optional[int] = None) -> tuple[Tensor,
 
 def export_sigmas(field, solver, nfe: Optional[int] = None) -> dict:
     """The learned time grid as sigmas / timesteps (a JSON-able dict; see the notes in it)."""
-    conv = _convention_of(field)
+    conv = getattr(field, "convention", None)
     t, what = learned_grid(solver, field, nfe)
+    if conv is None:  # one of this project's checkpoints: the grid in its own terms
+        return _own_model_grid(field, solver, t, what)
     sig = conv.sigma(t).tolist()
     sig[-1] = 0.0
     tau = conv.timestep(t[:-1]).tolist()
@@ -679,4 +684,23 @@ def export_sigmas(field, solver, nfe: Optional[int] = None) -> dict:
                              "timesteps are the continuous discrete-time index tau = (N - 1) - N t")
         out["timesteps_rounded"] = [int(round(v)) for v in tau]
         out["comfyui"] = {"sigmas": sig, "how": "manual sigmas for an eps / v model (VE sigma; the last is 0)"}
+    return out
+
+
+def _own_model_grid(field, solver, t: Tensor, what: str) -> dict:
+    out: dict[str, Any] = {"solver": getattr(solver, "name", str(solver)), "model_id": field.model_id,
+                           "guidance_scale": field.guidance_scale, "grid": what, "t": t.tolist()}
+    path = getattr(field, "path", None)
+    if path is not None and path.name == "fm-ot":
+        out["sigmas"] = (1 - t).tolist()
+        out["convention"] = "FM-OT: sigma = 1 - t (a flow scheduler's sigma); the last is 0"
+    elif path is not None:
+        c = path(t)
+        if bool((c.alpha > 0).all()):
+            sig = (c.sigma / c.alpha).tolist()
+            sig[-1] = 0.0
+            out["sigmas"] = sig
+            out["convention"] = f"{path.name}: VE sigma = sigma_t / alpha_t; the last is 0"
+    out["note"] = ("A time grid alone loses the learned solver's coefficients (BNS) and scales (Bespoke): a stock "
+                   "solver on this grid is not the learned solver.")
     return out
