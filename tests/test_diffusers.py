@@ -432,3 +432,35 @@ def test_stock_flux_pipeline_runs_the_learned_solver():
     with torch.no_grad():
         ref = solver.solve(field, x0).x
     assert _rel(out, ref) < REL
+
+
+# --------------------------------------------------------------------------------------
+# The app: the Model page opens a local pipeline folder, and the other pages work on it
+# --------------------------------------------------------------------------------------
+
+def test_app_model_page_opens_a_pipeline_folder(ddpm_folder, tmp_path):
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    from explorer import state
+    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "streamlit_app.py")
+    at = AppTest.from_file(app, default_timeout=180).run()
+    assert not at.exception, at.exception
+    before = at.session_state[state.MODEL_KEY]
+
+    def open_folder(path):
+        at.text_input(key="model.folder").set_value(str(path))
+        next(b for b in at.button if b.label == "Open folder").click().run()
+        assert not at.exception, at.exception
+
+    open_folder(tmp_path)  # a folder, but no pipeline: a message, the model unchanged
+    assert any("no model_index.json" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.session_state[state.MODEL_KEY] == before
+    open_folder(ddpm_folder)
+    assert at.session_state[state.MODEL_KEY].startswith("folder:")
+    info = dict(zip(at.table[0].value.iloc[:, 0], at.table[0].value.iloc[:, 1]))
+    assert info["Gaussian path"] == "vp-discrete" and info["sample shape"] == "1 x 8 x 8", info
+    assert not at.error, [e.value for e in at.error]
+    at.switch_page("pages/samples.py").run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
