@@ -4,6 +4,7 @@ BespokeScheduler over the stock step.
 
     python bench/bench_diffusers.py --out-dir /tmp/bespoke-diffusers-bench            # all of it
     python bench/bench_diffusers.py --kind flow --steps 3000 --bns-iters 200 --nfe 8
+    python bench/bench_diffusers.py --equality    # only the equality table (tiny random models, seconds)
 
 For each kind (flow: FlowMatchEulerDiscreteScheduler, velocity prediction, the default of flow
 pipelines; vp: DDPMScheduler config, epsilon prediction, with DDIMScheduler as the deterministic
@@ -15,8 +16,8 @@ same noise. Timing: the stock loop (model + scheduler.step), medians over repeat
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -85,6 +86,25 @@ def load_scheduler_config(folder: Path) -> dict:
     return json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
 
 
+def step_only(scheduler, unet, x, nfe: int, repeats: int) -> float:
+    """Median time of the nfe scheduler.step calls of one solve, the model outputs replayed."""
+    with torch.no_grad():
+        scheduler.set_timesteps(nfe)
+        outs, y = [], x.clone()
+        for t in scheduler.timesteps:
+            outs.append(unet(y, t).sample)
+            y = scheduler.step(outs[-1], t, y).prev_sample
+
+    def steps():
+        scheduler.set_timesteps(nfe)
+        y = x.clone()
+        for t, o in zip(scheduler.timesteps, outs):
+            y = scheduler.step(o, t, y).prev_sample
+
+    with torch.no_grad():
+        return median_time(steps, repeats)
+
+
 def stock_loop(scheduler, unet, x, nfe: int, **set_kw):
     with torch.no_grad():
         scheduler.set_timesteps(nfe, **set_kw)
@@ -140,15 +160,108 @@ def run(kind: str, args) -> list[tuple]:
             same = float((x - res.solver.solve(field, x0).x).abs().max())
         score(f"BespokeScheduler: {family} (trained {secs:.0f} s)", x)
         print(f"    stock loop vs core's solve: max |diff| {same:.2e}")
-    # Sampling time: the stock loop with the pipeline's scheduler and with BespokeScheduler.
+    # Sampling time: the stock loop with the pipeline's scheduler and with BespokeScheduler, interleaved
+    # (A B A B ...) so that the machine's load hits both alike; and the scheduler alone (the model's
+    # outputs recorded once and replayed).
     xb = field.noise(args.time_batch, generator=torch.Generator().manual_seed(5))
-    t_def = median_time(lambda: stock_loop(default, unet, xb.clone(), nfe), args.repeats)
     for family, s in schedulers.items():
-        t_b = median_time(lambda: stock_loop(s, unet, xb.clone(), nfe), args.repeats)
+        t_def, t_b = [], []
+        for _ in range(args.repeats):
+            t_def.append(median_time(lambda: stock_loop(default, unet, xb.clone(), nfe), 1))
+            t_b.append(median_time(lambda: stock_loop(s, unet, xb.clone(), nfe), 1))
+        a, b = statistics.median(t_def), statistics.median(t_b)
+        sa, sb = step_only(default, unet, xb, nfe, args.repeats), step_only(s, unet, xb, nfe, args.repeats)
         rows.append((kind, f"time: {family} / {type(default).__name__}", nfe,
-                     f"{t_b * 1e3:.1f} ms / {t_def * 1e3:.1f} ms ({100 * (t_b / t_def - 1):+.1f} %)"))
+                     f"{b * 1e3:.1f} ms / {a * 1e3:.1f} ms ({100 * (b / a - 1):+.1f} %); scheduler steps alone "
+                     f"{sb * 1e3:.2f} ms / {sa * 1e3:.2f} ms"))
         print(f"  {rows[-1][1]}: {rows[-1][3]}", flush=True)
     return rows
+
+
+def equality_table() -> None:
+    """Max |difference| between the exported scheduler in diffusers' loops / pipelines and core's own
+    solve from the same noise, and between our DDIM / DPM-Solver++(2M) and diffusers' on the same grid
+    (tiny random models, float32; the same set-ups as tests/test_diffusers.py)."""
+    from diffusers import (DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler,
+                           FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, UNet2DModel)
+    from core.integrations.diffusers import as_velocity_field, scheduler_for
+    from core.solvers.bespoke import bespoke_from_family
+    from core.solvers.bns import BNSSolver
+    from core.solvers.dedicated import ddim_sample, dpmpp2m_sample
+
+    def jitter(s, scale, seed):
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in s.parameters():
+                p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+        return s
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), norm_num_groups=4,
+                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D")).eval().requires_grad_(False)
+    with torch.no_grad():
+        unet.conv_out.weight.mul_(0.05)
+    folder = Path(tempfile.mkdtemp()) / "ddpm"
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(folder)
+    field = load_model(folder)
+    unet = field.module
+    x0 = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    rows = []
+
+    def add(what, a, b):
+        rows.append((what, float((a - b).abs().max()), float((a - b).abs().max() / b.abs().max())))
+
+    for name, sched, ours in (
+            ("DDIMScheduler vs core ddim (trailing grid, 10 steps)",
+             DDIMScheduler(timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=False), ddim_sample),
+            ("DPMSolverMultistepScheduler vs core dpm++2m (trailing, 10 steps)",
+             DPMSolverMultistepScheduler(timestep_spacing="trailing", final_sigmas_type="zero"), dpmpp2m_sample)):
+        theirs = stock_loop(sched, unet, x0.clone(), 10)
+        grid = torch.cat([field.path.t_of_timestep(sched.timesteps.double()), torch.ones(1, dtype=torch.float64)])
+        with torch.no_grad():
+            add(name, theirs, ours(field, x0, grid).x)
+    for fam, solver in (("bns", jitter(BNSSolver(6, path=field.path).init_from("dpm++2m", field), 0.05, 0)),
+                        ("rk2-bespoke", jitter(bespoke_from_family("rk2-bespoke", 6), 0.1, 0))):
+        s = scheduler_for(field, solver)
+        with torch.no_grad():
+            ref = solver.solve(field, x0).x
+        add(f"BespokeScheduler ({fam}, NFE 6) in the stock loop vs core", stock_loop(s, unet, x0.clone(), 6), ref)
+        pipe = DDPMPipeline(unet=unet, scheduler=s)
+        pipe.set_progress_bar_config(disable=True)
+        img = pipe(batch_size=4, generator=torch.Generator().manual_seed(3), num_inference_steps=6,
+                   output_type="pt").images
+        add(f"BespokeScheduler ({fam}) in DDPMPipeline vs core (output in [0, 1])", img, (ref / 2 + 0.5).clamp(0, 1))
+    torch.manual_seed(0)
+    tr = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8,
+                               num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16,
+                               pooled_projection_dim=8, out_channels=4).eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    cond = {"encoder_hidden_states": torch.randn(1, 5, 16, generator=g), "pooled_projections": torch.randn(1, 8, generator=g)}
+    uncond = {k: torch.zeros_like(v) for k, v in cond.items()}
+    f3 = as_velocity_field(tr, FlowMatchEulerDiscreteScheduler(shift=3.0), (4, 8, 8), cond=cond, uncond=uncond,
+                           guidance_scale=3.0)
+    solver = jitter(BNSSolver(5, path=f3.path, guidance_scale=3.0).init_from("dpm++2m", f3), 0.05, 1)
+    try:
+        from diffusers import StableDiffusion3Pipeline
+        pipe = StableDiffusion3Pipeline(transformer=tr, scheduler=scheduler_for(f3, solver), vae=None, text_encoder=None,
+                                        tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
+                                        tokenizer_3=None)
+        pipe.set_progress_bar_config(disable=True)
+        two = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in cond.items()}
+        utwo = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in uncond.items()}
+        out = pipe(prompt_embeds=two["encoder_hidden_states"], pooled_prompt_embeds=two["pooled_projections"],
+                   negative_prompt_embeds=utwo["encoder_hidden_states"],
+                   negative_pooled_prompt_embeds=utwo["pooled_projections"], guidance_scale=3.0, num_inference_steps=5,
+                   height=64, width=64, output_type="latent", generator=torch.Generator().manual_seed(7)).images
+        with torch.no_grad():
+            ref = solver.solve(f3, torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(7))).x
+        add("BespokeScheduler (bns, NFE 5) in StableDiffusion3Pipeline, CFG 3 vs core", out, ref)
+    except ImportError as e:
+        print(f"(StableDiffusion3Pipeline skipped: {e})")
+    print("\n| what | max abs diff | relative to max abs |\n|---|---|---|")
+    for what, a, r in rows:
+        print(f"| {what} | {a:.2e} | {r:.2e} |")
 
 
 def main() -> None:
@@ -167,8 +280,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=11)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--equality", action="store_true", help="only the equality table (tiny random models)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.equality:
+        equality_table()
+        return
     rows = []
     for kind in (["flow", "vp"] if args.kind == "both" else [args.kind]):
         rows += run(kind, args)

@@ -330,7 +330,7 @@ def test_sigmas_flow_shift_pre_inverted():
     assert torch.allclose(stock.sigmas.double(), 1 - t, atol=1e-6)  # ... and lands on the learned grid
     plain = FlowMatchEulerDiscreteScheduler(shift=3.0)
     plain.set_timesteps(sigmas=grid["comfyui"]["sigmas"][:-1])  # the trap: un-inverted sigmas get shifted
-    assert (plain.sigmas.double() - (1 - t)).abs().max() > 1e-2
+    assert (plain.sigmas.double() - (1 - t)).abs().max() > 0.1  # 0.26 here
     dyn = dif.export_sigmas(_flow_field(use_dynamic_shifting=True), _bns(_flow_field(use_dynamic_shifting=True), 6))
     assert "use_dynamic_shifting=False" in dyn["diffusers"]["refused_preshift"]
     assert "loses" in grid["note"]
