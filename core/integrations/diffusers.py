@@ -74,7 +74,7 @@ class Convention:
     num_train_timesteps: int
 
     def timestep(self, t: Tensor) -> Tensor:
-        """The timestep the network is given at our time t (float64)."""
+        """The timestep the network is given at our time t (float64, differentiable in t)."""
         t = torch.as_tensor(t).to(torch.float64)
         if self.kind == FLOW:
             return (1 - t) * self.num_train_timesteps
@@ -260,7 +260,7 @@ def _bind(base: DiffusersField, **changes) -> DiffusersField:
         B = x.shape[0]
         t = torch.as_tensor(t, dtype=x.dtype)
         tb = t.expand(B) if t.dim() == 0 else t
-        tau = conv.timestep(tb.detach().cpu()).to(device=dev, dtype=dt or x.dtype)
+        tau = conv.timestep(tb).to(device=dev, dtype=dt or x.dtype)  # differentiable in t (BNS learns its times)
         idx = torch.arange(B)
         kw = {k: _rows(v, idx) for k, v in (f.cond or {}).items()}
         if f.labels is not None:
@@ -300,7 +300,8 @@ def as_velocity_field(model, scheduler, data_shape, cond: Optional[dict] = None,
     data_shape: one sample's (latent) shape. cond / uncond: pre-computed conditioning keyword
     arguments (e.g. encoder_hidden_states and pooled_projections of an SD3 transformer) for the
     conditional and unconditional halves; guidance_scale w combines them like the pipelines do.
-    model_id: defaults to a hash of the model's weights and the convention (solvers record it).
+    model_id: defaults to a hash of the model's weights and the convention (solvers record it;
+      hashing reads every weight once: seconds for a GB-size model; pass your own id to skip it).
     """
     conv = convention_from_scheduler(scheduler)
     meta = {"scheduler_config": {k: v for k, v in scheduler_config(scheduler).items()
