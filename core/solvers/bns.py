@@ -18,8 +18,9 @@ model's alpha_0 > 0 (eps-VP) the r-grid starts at r_start = rho_bar^{-1}(rho(0))
 0 (still t_0 = 0). A field with no Gaussian path is solved as it is (sigma0 must be 1).
 
 Training (BNS paper): maximise the PSNR of the full unrolled solve against a fixed set of GT pairs
-(x0, x1) made once with dopri5, with a held-out validation split (`BNSObjective`, registered as
-core.train.FAMILIES["bns"]). A solver is trained for one model, one NFE and one guidance scale.
+(x0, x1) made once with dopri5, with a held-out validation split (`BNSObjective`). `build_bns` is
+the builder core.train uses for the "bns" family: core.train imports this module, never the other
+way round. A solver is trained for one model, one NFE and one guidance scale.
 """
 from __future__ import annotations
 
@@ -381,11 +382,3 @@ def build_bns(field, spec, cfg, device):
     obj = BNSObjective(field, x0[:n_train], x1[:n_train], x0[n_train:], x1[n_train:], cfg.batch_size)
     obj.gt_seconds, obj.gt_nfe = seconds, nfe
     return solver, obj
-
-
-def _register() -> None:
-    from .. import train
-    train.FAMILIES["bns"] = build_bns
-
-
-_register()
