@@ -4,7 +4,7 @@ GT is computed once (adaptive dopri5, core.solvers.gt.gt_solve) and reused for e
 NFE. A solver is any object with `.name`, `.check_nfe(nfe)` and `.solve(field, x0, nfe)` ->
 SolveResult (core.solvers.registry.get_solver returns these); a learned solver (one with a fixed
 integer `.nfe`) is evaluated at the NFE it was trained for only.
-Reported per (solver, NFE), each a mean over the samples of a per-sample value (MATH.md 0):
+Reported per (solver, NFE), each a mean over the samples of a per-sample value (docs/MATH.md §8.1):
     rmse = mean_b sqrt(mean_j (x_bj - x1_bj)^2),  psnr = mean_b 10 log10(R^2 / MSE_b).
 """
 from __future__ import annotations
