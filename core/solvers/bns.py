@@ -1,4 +1,4 @@
-"""Bespoke Non-Stationary (BNS) solvers (Shaul et al. 2024, arXiv 2403.01329), MATH.md section 4.
+"""Bespoke Non-Stationary (BNS) solvers (Shaul et al. 2024, arXiv 2403.01329), docs/MATH.md section 4.
 
 An NS solver with n steps (n NFE) has a time grid 0 = r_0 < ... < r_n = 1 and, per step, its own
 linear update on the start point and ALL previous velocities (the reduced form)
@@ -9,7 +9,7 @@ as a LinearScheme (core/solvers/linear.py) with one evaluation per distinct time
 
 Preconditioning [a reconstruction: the paper runs the NS solver on an ST-transformed VF; the exact
 scheduler is not in our sources]: u_bar is the model's VF moved to the path alpha_bar_r = r,
-sigma_bar_r = sigma0 (1 - r) (core.paths.ScaledOTPath) by the ST map of MATH.md section 2,
+sigma_bar_r = sigma0 (1 - r) (core.paths.ScaledOTPath) by the ST map of docs/MATH.md §2.3,
 x_bar(r) = s_r x(t_r), computed with core.paths.path_st_map. So x_bar_0 = s_0 x0 (= sigma0 x0 on
 FM-OT), s = 1 at r = 1 (the same sample), and u_bar_j = s'_j x_j + t'_j s_j u(t_j, x_j) in the
 model's own variables, so the solver is still an NS solver there (decode gives both forms, and
