@@ -431,3 +431,76 @@ def test_a_closed_tab_loses_nothing_runs_are_saved_and_restored(tmp_path, monkey
     rows = fresh.session_state[state.SOLVERS]
     assert len(rows) == 1 and rows[0].source == "restored" and rows[0].solver.nfe == 4
     assert math.isfinite(rows[0].best["rmse"])
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers a user can trust (issue 11)
+# --------------------------------------------------------------------------------------------
+
+def test_samples_page_compares_at_equal_nfe_by_default_and_warns_otherwise(trained):
+    key, field, res = trained  # a learned solver at NFE 6
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[state.SOLVERS] = [state.SolverEntry("#1 test", res.solver, field.model_id, field.guidance_scale,
+                                                         "trained")]
+    at.session_state["samples.nfe"] = 4  # left over from earlier in the session
+    at.run()
+    at.switch_page("pages/samples.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    assert list(at.dataframe[0].value["NFE"]) == [6, 6] and not at.warning
+    at.checkbox(key="samples.same_nfe").uncheck().run()
+    at.number_input(key="samples.nfe").set_value(4).run()
+    assert list(at.dataframe[0].value["NFE"]) == [4, 6]
+    assert any("Not an equal-NFE comparison" in w.value and "NFE 4" in w.value for w in at.warning), at.warning
+
+
+def test_a_solver_uploaded_again_after_removal_is_added_and_a_wrong_one_errors_every_time(app_with_solver, trained):
+    at = app_with_solver
+    _, field, _ = trained
+    at.switch_page("pages/train.py").run()
+    raw = at.session_state[state.SOLVERS][0].to_bytes(field)
+    upload = lambda name, data: at.file_uploader(key="train.upload").set_value((name, data, "application/octet-stream")).run()
+    upload("mine.safetensors", raw)
+    assert len(at.session_state[state.SOLVERS]) == 2
+    at.selectbox(key="train.solver_pick").set_value(at.session_state[state.SOLVERS][1].id)
+    at.button(key="train.remove").click().run()
+    assert len(at.session_state[state.SOLVERS]) == 1
+    upload("mine.safetensors", raw)  # the same file again: processed again
+    assert not at.exception and len(at.session_state[state.SOLVERS]) == 2, errors(at)
+    upload("mine.safetensors", raw)  # already listed: said so, not added twice
+    assert len(at.session_state[state.SOLVERS]) == 2 and any("already in the list" in i.value for i in at.info)
+    # A solver made for another model: the error every time it is uploaded.
+    other = load_entry("analytic:8gaussians-fm-ot")
+    from core.solvers.learned import solver_to_bytes
+    foreign = solver_to_bytes(at.session_state[state.SOLVERS][0].solver, other)
+    for _ in range(2):
+        upload("foreign.safetensors", foreign)
+        assert not at.exception and any("Could not use 'foreign.safetensors'" in m for m in errors(at)), errors(at)
+    assert len(at.session_state[state.SOLVERS]) == 2
+
+
+def test_benchmark_defaults_are_per_kind_of_model():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["bench.n.2-D"] = 512  # chosen on a 2-D model earlier in the session
+    at.session_state["bench.solvers"] = ["euler"]
+    at.session_state["bench.nfes.image"] = "2, 4"
+    at.session_state[state.MODEL_KEY] = "shipped:digits_fm-ot.safetensors"
+    at.run()
+    at.switch_page("pages/benchmark.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    assert at.number_input(key="bench.n.image").value == evaluation.SIZES["image"]
+    assert any(f"seed {evaluation.EVAL_SEED}" in c.value and "evaluation set" in c.value for c in at.caption)
+
+
+def test_paths_page_explains_bns_points_and_the_pca_plane(trained):
+    from core.solvers.bns import BNSSolver
+
+    _, field, _ = trained
+    solver = BNSSolver(4, sigma0=1.0, path=field.path, guidance_scale=field.guidance_scale).init_from("euler", field)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[state.SOLVERS] = [state.SolverEntry("#1 bns NFE 4", solver, field.model_id, field.guidance_scale,
+                                                         "trained", spec={"family": "bns"})]
+    at.run()
+    at.switch_page("pages/paths.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    assert any("trained on its **final** sample only" in i.value for i in at.info)
+    assert any("holds 100% of the variance" in c.value for c in at.caption)
