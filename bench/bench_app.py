@@ -129,6 +129,12 @@ def wait_rendered(page, title: str, min_charts: int = 0, timeout: float = 120.0)
     raise TimeoutError(f"page {title!r} did not finish rendering within {timeout} s (last state {state})")
 
 
+def chart_titles(page) -> list[str]:
+    """The titles of the plotly charts drawn on the page, top to bottom."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot')]
+        .map(gd => { const t = gd.querySelector('.gtitle'); return t ? t.textContent : ''; })""")
+
+
 def exceptions_shown(page) -> list[str]:
     return page.locator("[data-testid=stException]").all_inner_texts()
 
@@ -314,14 +320,16 @@ FIRST_PAINT = """() => {
 
 def cold_start(root: Path = ROOT, log_path: Path | None = None, timeout: float = 180.0) -> dict:
     """One cold start of the app in `root`: the browser is started first, then `streamlit run`;
-    seconds from the launch to the server answering, to the Model page's first paint (title,
-    info table and a chart drawn) and to the page fully drawn (script finished, GT samples
+    seconds from the launch to the server answering, to the Model page's title, to its first
+    paint (title, info table and a chart drawn) and to the page fully drawn (script finished, GT samples
     included). Also every URL the page requested."""
     with browser_page() as page:
         urls = record_requests(page)
         with Server(log_path, root) as server:
             out = {"server_healthy_seconds": server.t_healthy - server.t_launch}
             page.goto(server.url)
+            page.locator("h1", has_text="Model").first.wait_for(timeout=timeout * 1000)
+            out["title_seconds"] = time.perf_counter() - server.t_launch
             page.wait_for_function(FIRST_PAINT, timeout=timeout * 1000, polling=50)
             out["first_paint_seconds"] = time.perf_counter() - server.t_launch
             wait_rendered(page, "Model", min_charts=2, timeout=timeout)
@@ -364,14 +372,15 @@ def cold_start_table(repeats: int, before: str | None) -> dict:
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    keys = ("server_healthy_seconds", "first_paint_seconds", "fully_drawn_seconds")
+    keys = ("server_healthy_seconds", "title_seconds", "first_paint_seconds", "fully_drawn_seconds")
     table = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items()}
     print(f"\nCold start, median of {repeats} (load average 1 min: {min(load):.1f}-{max(load):.1f} during the runs; "
           f"{os.cpu_count()} CPUs)\n")
-    print("| code | server answers | Model page first paint | Model page fully drawn (GT samples) |")
-    print("|---|---|---|---|")
+    print("| code | server answers | page title shown | first paint (title, info table, a chart) "
+          "| fully drawn (GT samples included) |")
+    print("|---|---|---|---|---|")
     for name, row in table.items():
-        print(f"| {name} | {row[keys[0]]:.2f} s | {row[keys[1]]:.2f} s | {row[keys[2]]:.2f} s |")
+        print(f"| {name} | " + " | ".join(f"{row[k]:.2f} s" for k in keys) + " |")
     return {"repeats": repeats, "median": table, "runs": runs, "load_average_1min": load}
 
 

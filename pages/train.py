@@ -174,6 +174,8 @@ if rows:
                "Samples, Paths and Benchmark pages measure every solver on the model's evaluation set "
                f"({evaluation.describe(field)}).")
     by_id = {r.id: r for r in rows}
+    if st.session_state.get("train.pick_next") in by_id:  # a solver just added: show it picked
+        st.session_state["train.solver_pick"] = st.session_state.pop("train.pick_next")
     pick = st.selectbox("Solver", list(by_id)[::-1], format_func=lambda i: by_id[i].label, key="train.solver_pick")
     d1, d2 = st.columns(2)
     with d1:
@@ -212,6 +214,7 @@ if up is not None:
                                                            field.model_id, field.guidance_scale, "uploaded",
                                                            spec=header, best=best, file_digest=digest))
                 outcome[up.file_id] = ("success", f"Added {up.name!r} to the list as {entry.label}.")
+                st.session_state["train.pick_next"] = entry.id
                 st.rerun()
     kind_, message = outcome[up.file_id]
     if kind_ == "error":
