@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from explorer import cached, figures, state, ui
+from explorer import cached, evaluation, figures, state, ui
 from explorer.models import MAX_UPLOAD_MB, ModelLoadError, describe, is_2d, is_image, upload_key
 
 ui.header(
@@ -70,20 +70,32 @@ with col_path:
             st.caption(f"eps-VP: alpha_0 = {float(c.alpha[0]):.4f}, not exactly 0: the source is almost, "
                        "not exactly, pure noise.")
 
-# --- Its GT samples ---------------------------------------------------------------------------
-st.subheader("Ground-truth samples")
+# --- Its GT samples next to the data -----------------------------------------------------------
+# Drawn last: the GT solve takes a second or two, and everything above is on screen meanwhile.
+st.subheader("Ground-truth samples next to the data")
+n, seed = evaluation.size(field), evaluation.EVAL_SEED
+gt = cached.gt_samples(state.field_key(), n, seed, field)
+versus = cached.data_comparison(state.field_key(), n, seed, field)
+panels = {"GT (dopri5)": gt.x}
+subtitles = {"GT (dopri5)": f"{n} samples · adaptive, {gt.nfe} NFE"}
+if versus is not None:
+    panels["data (training distribution)"] = versus["data"]
+    subtitles["data (training distribution)"] = f"{n} fresh samples of the data set"
 if is_image(field):
-    n = 20
-    x = cached.gt_samples(state.field_key(), n, 0, field)
-    labels_note = " (row-major, classes cycling 0, 1, 2, ...)" if getattr(field, "num_classes", 0) else ""
-    st.plotly_chart(figures.image_grids({"GT (dopri5)": x}, f"{n} GT samples{labels_note}", cols=10),
-                    key="model.gt")
+    labels_note = " (GT row-major, classes cycling 0, 1, 2, ...)" if getattr(field, "num_classes", 0) else ""
+    st.plotly_chart(figures.image_grids(panels, f"What the model makes and what it learned from{labels_note}",
+                                        subtitles, cols=10), key="model.gt")
 elif is_2d(field):
-    n = 2000
-    x = cached.gt_samples(state.field_key(), n, 0, field)
-    st.plotly_chart(figures.scatter_2d({"GT (dopri5)": x}, f"{n} GT samples"), key="model.gt")
+    st.plotly_chart(figures.scatter_2d(panels, "What the model makes and what it learned from", subtitles),
+                    key="model.gt")
 else:
-    n = 256
-    x = cached.gt_samples(state.field_key(), n, 0, field)
-    st.write(f"{n} GT samples of shape {field.data_shape}; mean {np.mean(x):.3f}, std {np.std(x):.3f}.")
-st.caption("Same noise (seed 0) on every page, so samples, paths and errors line up across pages.")
+    st.write(f"{n} GT samples of shape {field.data_shape}; mean {np.mean(gt.x):.3f}, std {np.std(gt.x):.3f}.")
+if versus is not None:
+    st.dataframe(versus["rows"], hide_index=True, key="model.distance")
+    st.caption("Distance between the GT samples and fresh data (lower is better). Two independent data samples of "
+               "this size are not at distance 0 either (last column): that is the level a perfect model shows with "
+               "this many samples. A well-trained model is at about that level; an under-trained one well above it.")
+else:
+    st.caption("This model's checkpoint does not name a data set this app can sample, so its GT samples cannot be "
+               "compared with its data.")
+st.caption(f"GT samples: {evaluation.describe(field)}, so samples, paths and errors line up across pages.")
