@@ -5,6 +5,7 @@
     sample        run a solver from noise                               -> .npy or .png
     evaluate      RMSE / PSNR against GT from the same noise, distances to the data -> JSON + table
     info          print a checkpoint's header
+    export        a solver as a diffusers scheduler folder or a sigma grid (core/export.py)
 
 Every user error (unknown name, missing or bad file, impossible NFE, a solver made for another
 model) exits with status 2 and one line on stderr, never a traceback.
@@ -245,7 +246,7 @@ def cmd_info(args) -> None:
 # --------------------------------------------------------------------------------------
 
 def _model_options(p, guidance: bool = True) -> None:
-    p.add_argument("--model", required=True, help="model checkpoint (.safetensors)")
+    p.add_argument("--model", required=True, help="model checkpoint (.safetensors) or a diffusers pipeline folder")
     if guidance:
         p.add_argument("--guidance", type=float, default=None,
                        help="classifier-free guidance scale (conditional models; default: the checkpoint's)")
@@ -354,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "checkpoint's JSON header (validated, never unpickled).")
     p.add_argument("file")
     p.set_defaults(func=cmd_info)
+
+    from .export import add_parser as add_export_parser
+    add_export_parser(sub, _model_options)  # export: core/export.py
     return parser
 
 
