@@ -31,6 +31,13 @@ def denoiser(x, sigma):
     return MEAN + (C**2 / (C**2 + s**2)) * (x - MEAN)
 
 
+def flow_denoiser(x, sigma):
+    """The exact denoiser of N(MEAN, C^2 I) in ComfyUI's flow convention: E[x1 | (1 - sigma) x1 + sigma eps = x]."""
+    s = sigma.reshape(-1, *([1] * (x.dim() - 1)))
+    var = (1 - s) ** 2 * C**2 + s**2
+    return MEAN + ((1 - s) * C**2 / var) * (x - (1 - s) * MEAN)
+
+
 # --- k-diffusion 0.1.1.post1, k_diffusion/sampling.py (s_churn = 0; trange -> range) -------------
 def _to_d(x, sigma, denoised):
     return (x - denoised) / sigma
@@ -209,6 +216,47 @@ def test_converges_to_the_exact_sample():
     assert errs[1] < 3e-4 and errs[1] < errs[0] / 10, errs
 
 
+@pytest.mark.parametrize("path", [CondOTPath(), CosinePath(), VPPath()], ids=lambda p: p.name)
+def test_flow_convention_field_equals_exact_velocity(path):
+    """convention="flow": sigma(t) = sigma_t / (alpha_t + sigma_t) is finite at t = 0 (no sigma_max)."""
+    exact = gaussian_data_field(path, MEAN, C)
+    field = denoiser_field(flow_denoiser, path, (2,), convention="flow")
+    x = _noise(32)
+    for t in (0.0, 0.3, 0.6, 0.97):
+        tt = torch.tensor(t, dtype=F64)
+        torch.testing.assert_close(field(tt, x), exact(tt, x), rtol=1e-10, atol=1e-10)
+
+
+def test_flow_convention_on_fm_ot_is_euler_in_t():
+    """On FM-OT the flow convention is sigma = 1 - t and x the same: Euler on a grid through
+    sample_bespoke is k-diffusion's sample_euler on sigmas = 1 - grid, from the same x = eps."""
+    grid = torch.tensor([0.0, 0.2, 0.45, 0.7, 0.9, 1.0], dtype=F64)
+    scheme = build_scheme("euler", 5, CondOTPath(), time_grid=grid)
+    sig = bespoke_sigmas(scheme, "fm-ot", convention="flow")
+    torch.testing.assert_close(sig, 1 - grid, rtol=0, atol=1e-15)
+    eps = _noise()
+    got = sample_bespoke(flow_denoiser, eps * sig[0], sig, solver=scheme, path="fm-ot", convention="flow",
+                         disable=True)
+    torch.testing.assert_close(got, kd_sample_euler(flow_denoiser, eps * sig[0], sig), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["rk2-bespoke", "bns"])
+def test_flow_convention_sampler_equals_core_solve(family):
+    ot = CondOTPath()
+    if family == "bns":
+        solver = BNSSolver(6, sigma0=1.5, path=ot)
+        solver.init_from("dpm++2m", gaussian_data_field(ot, MEAN, C))
+        solver = _perturbed(solver, 0.02)
+    else:
+        solver = _perturbed(bespoke_from_family("rk2-bespoke", 6))
+    sig = bespoke_sigmas(solver, "fm-ot", convention="flow")
+    eps = _noise()
+    got = make_sampler(solver, "fm-ot", convention="flow")(flow_denoiser, eps * sig[0], sig, disable=True)
+    with torch.no_grad():
+        ref = solver.solve(denoiser_field(flow_denoiser, ot, (2,), convention="flow"), eps).x
+    assert float((got - ref).abs().max()) < 1e-12
+
+
 def test_extra_args_reach_the_model():
     seen = {}
 
@@ -233,6 +281,8 @@ def test_refusals():
         bespoke_sigmas(solver, "fm-ot")
     with pytest.raises(ValueError, match="alpha_0 = 0"):
         denoiser_field(denoiser, "fm-ot", (2,))
+    with pytest.raises(ValueError, match="unknown sigma convention 'const'"):
+        bespoke_sigmas(solver, "fm-ot", convention="const")
     with pytest.raises(ValueError, match="sigma_max must be a positive finite number"):
         bespoke_sigmas(solver, "fm-ot", math.inf)
     with pytest.raises(ValueError, match="trained for NFE 4: it needs its 5 sigmas"):
