@@ -16,7 +16,7 @@ n != 1, one of your own) is refused by name: core has no Gaussian path for it. T
 also checked numerically: the scheduler's alpha, sigma and their derivatives must equal the
 path's at a few times (float64), so a subclass that changes the formulas is refused too.
 A model that predicts eps or x1 instead of the velocity is converted with
-core.paths.velocity_from_prediction (docs/MATH.md, "prediction types").
+core.paths.velocity_from_prediction (docs/MATH.md section 1.2).
 
 Out: `LearnedODESolver` is a flow_matching `Solver` that samples with a learned solver
 (Bespoke RK1/RK2 or BNS) through its linear scheme (core.integrations.scheme), refusing an NFE,

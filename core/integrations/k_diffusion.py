@@ -8,7 +8,7 @@ same samplers on flow models (SD3, FLUX: its "CONST" sampling) with x = (1 - sig
 eps, sigma in [0, 1]: convention="flow" here. Both have dx/dsigma = (x - D(x, sigma)) / sigma.
 
 Ours: x_t = alpha_t x1 + sigma_t x0 on a Gaussian path (t = 0 noise, t = 1 data). The two meet
-at the boundary, nowhere else (docs/MATH.md, "scale-time transformations"), with
+at the boundary, nowhere else (a scale-time change, docs/MATH.md section 2.3), with
 k_t = alpha_t ("ve") or alpha_t + sigma_t ("flow"):
 
     sigma(t) = sigma_t / k_t  (decreasing in t, 0 at t = 1),    x_t = k_t x_their,
