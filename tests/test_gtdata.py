@@ -171,3 +171,24 @@ def test_cli_refuses_another_guidance_scale(tmp_path, capsys):
                        "--solver", "bns", "--nfe", 4, "--iters", 1, "--batch-size", 10, "--device", "cpu",
                        "--quiet", "--out", tmp_path / "s.safetensors")
     assert code == 2 and "made at guidance scale 2.0, not 1.0" in err
+
+
+def test_report_and_ablation_train_on_the_data_set(moons, pairs_dir):
+    from core.report import SweepConfig, _train_learned
+    ds = open_gt(pairs_dir, moons)
+    cfg = SweepConfig(learned=("bns", "rk1-bespoke"), train_iters=2, train_n=32, train_batch=16, device="cpu",
+                      train_gt=str(pairs_dir))
+    _, res = _train_learned(moons, "bns", 4, cfg, "cpu", gt=ds)
+    assert res.gt_nfe == ds.nfe
+    _, res = _train_learned(moons, "rk1-bespoke", 2, cfg, "cpu", gt=ds)  # pairs cannot serve Bespoke: own GT
+    assert res.gt_nfe != ds.nfe
+    # The app's ablation runs train on it too (a data set for another model is refused there as well).
+    import threading
+    import types
+    from explorer.workers import ablation_job
+    job = types.SimpleNamespace(stop=threading.Event(), report=lambda *a, **k: None)
+    tcfg = TrainConfig(iters=2, batch_size=16, val_every=2, device="cpu")
+    rows = ablation_job(moons, SolverSpec("bns", nfe=4), tcfg, "sigma0", [1.0], gt=ds)(job)
+    assert len(rows) == 1 and rows[0]["psnr"] > 0
+    with pytest.raises(ValueError, match="was made for model"):
+        ablation_job(load_model(SPIRALS), SolverSpec("bns", nfe=4), tcfg, "sigma0", [1.0], gt=ds)(job)

@@ -29,6 +29,7 @@ class GTDataset:
         self.root, self.manifest = Path(root), manifest
         self.spec: GTSpec = spec_of(manifest)
         self.load_seconds = 0.0
+        self._cache: dict[tuple[str, str], dict[str, Tensor]] = {}  # (split, device) -> tensors
 
     @classmethod
     def open(cls, root: str | Path) -> "GTDataset":
@@ -50,7 +51,10 @@ class GTDataset:
 
     def load_split(self, split: str, device=None) -> dict[str, Tensor]:
         """A split's tensors, its shards concatenated in order: pairs -> x0, x1 (P, *D);
-        paths -> grid (K,), xs, us (K, P, *D)."""
+        paths -> grid (K,), xs, us (K, P, *D). Read once per device, then kept."""
+        key = (split, str(torch.device(device or "cpu")))
+        if key in self._cache:
+            return dict(self._cache[key])
         t0 = time.perf_counter()
         parts = []
         for rec in self.manifest["shards"]:
@@ -71,7 +75,8 @@ class GTDataset:
         else:
             out = {"grid": parts[0]["grid"], **{k: torch.cat([p[k] for p in parts], 1) for k in ("xs", "us")}}
         self.load_seconds += time.perf_counter() - t0
-        return {k: v.to(device) for k, v in out.items()}
+        self._cache[key] = {k: v.to(device) for k, v in out.items()}
+        return dict(self._cache[key])
 
     def pairs(self, device=None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(x0, x1) of the train split and of the validation split, each (P, *D)."""
