@@ -147,6 +147,11 @@ def run_target(target: str, args) -> float:
         allm = sorted(mutant_names(work))
         names = sorted(random.Random(args.seed).sample(allm, min(args.sample, len(allm))))
         (work / "sample.txt").write_text("\n".join(names) + "\n")
+        done = mutant_names(work)  # mutmut re-runs every mutant it is named: name only the untested ones
+        names = [n for n in names if done.get(n) is None]
+        if not names:
+            print(f"[{target}] every sampled mutant already has a result")
+            return 0.0
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
                PYTHONPATH=str(work / "plugins"))
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names]

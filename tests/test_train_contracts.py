@@ -148,6 +148,8 @@ def test_history_and_events_report_every_iteration(bespoke_objective):
     s = res.summary()
     assert s["iterations"] == 7 and s["best"] == res.best and s["init"] == res.init
     assert s["best_iteration"] == res.best_iteration and s["stopped"] is False
+    assert s["train_seconds"] == round(res.elapsed, 3) and s["spec"]["family"] == "rk2-bespoke"
+    assert s["gt_seconds"] == 0.0 and s["gt_nfe"] == 0  # fit alone makes no GT
 
 
 def test_nan_loss_rolls_back_to_the_previous_iterations_parameters(bespoke_objective):
@@ -234,6 +236,8 @@ def test_bespoke_validation_is_on_the_held_out_pool(mixture_ot):
     assert got["psnr"] == pytest.approx((10 * torch.log10(4.0 / mse)).mean().item(), rel=1e-9)  # R = 2
     res = train_solver(mixture_ot, spec, TrainConfig(iters=1, n_train=48, n_val=16, gt_grid=17, seed=5))
     assert res.init == pytest.approx(got, rel=1e-9)
+    assert res.gt_nfe == obj.gt_nfe > 0 and res.gt_seconds > 0 and res.spec == spec
+    assert res.summary()["gt_seconds"] == round(res.gt_seconds, 3) and res.summary()["gt_nfe"] == res.gt_nfe
 
 
 def test_bns_validation_is_on_the_held_out_pairs(mixture_ot):
