@@ -254,11 +254,11 @@ def build_bespoke(field, spec: SolverSpec, cfg: TrainConfig, device, gt=None):
     return solver, obj
 
 
-def build_bns(field, spec: SolverSpec, cfg: TrainConfig, device):
+def build_bns(field, spec: SolverSpec, cfg: TrainConfig, device, gt=None):
     """A BNS solver and its objective (core.solvers.bns.build_bns; imported on first use so
-    that importing core.train stays light)."""
+    that importing core.train stays light); `gt` as for build_bespoke."""
     from .solvers.bns import build_bns as build
-    return build(field, spec, cfg, device)
+    return build(field, spec, cfg, device, gt=gt)
 
 
 FAMILIES: dict[str, Callable] = {"rk1-bespoke": build_bespoke, "rk2-bespoke": build_bespoke, "bns": build_bns}
