@@ -23,6 +23,8 @@ labels = {r.key: r.label for r in rows}
 current = state.model_key()
 col_pick, col_up = st.columns([3, 2])
 with col_pick:
+    if st.session_state.get("model.pick_next") in keys:  # set by an upload below, on the previous run
+        st.session_state[f"model.pick.{len(keys)}"] = st.session_state.pop("model.pick_next")
     choice = st.selectbox("Model", keys, index=keys.index(current) if current in keys else 0,
                           format_func=lambda k: labels[k], key=f"model.pick.{len(keys)}")
     if choice != current:
@@ -34,7 +36,15 @@ with col_up:
     if up is not None:
         raw = up.getvalue()
         key = upload_key(raw)
-        if key not in st.session_state[state.UPLOADS]:
+        if key in st.session_state[state.UPLOADS] and st.session_state.get("model.upload_seen") != up.file_id:
+            # The same file uploaded again (a new upload of it): make it the current model again.
+            st.session_state["model.upload_seen"] = up.file_id
+            if key != state.model_key():
+                state.set_model(key)
+                st.session_state["model.pick_next"] = key
+                st.rerun()
+        elif key not in st.session_state[state.UPLOADS]:
+            st.session_state["model.upload_seen"] = up.file_id
             try:
                 state.add_upload(up.name, raw)
             except ModelLoadError as e:

@@ -110,7 +110,9 @@ if train_jobs:
                                 format_func=lambda i: f"run {i}: {by_id[i].label} ({by_id[i].status})",
                                 help="Each run's status as of the last redraw; the page redraws when any run "
                                      "starts or ends.",
-                                key=f"train.run_pick.{len(train_jobs)}")
+                                # a new widget whenever a run's status changes: the browser keeps
+                                # showing a kept selectbox's old option text otherwise ("(running)")
+                                key="train.run_pick." + ".".join(f"{j.id}{j.status}" for j in train_jobs))
         st.session_state["train.focus"] = focus_id
     job = by_id[focus_id]
     identity = {"identity": compute.reference_maps(field, 51)["identity"]}  # the rest: Schedules page

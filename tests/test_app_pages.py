@@ -153,6 +153,14 @@ def test_valid_model_upload_becomes_the_current_model(tmp_path):
     info = dict(zip(table.iloc[:, 0], table.iloc[:, 1]))
     assert info["Gaussian path"] == "fm-cs" and info["data"] == "tiny" and info["parameters"] == f"{sum(p.numel() for p in net.parameters()):,}"
     assert finite(chart_with(at, "GT (dopri5)")[0]["x"])
+    assert any("does not name a data set" in c.value for c in at.caption)  # "tiny" cannot be sampled
+    uploaded = at.session_state[state.MODEL_KEY]
+    # Another model picked, then the same file uploaded again: it is the current model again.
+    next(s for s in at.selectbox if s.label == "Model").set_value("analytic:8gaussians-fm-ot").run()
+    assert at.session_state[state.MODEL_KEY] == "analytic:8gaussians-fm-ot"
+    at.file_uploader(key="model.upload").set_value(("tiny.safetensors", (tmp_path / "tiny.safetensors").read_bytes(),
+                                                    "application/octet-stream")).run()
+    assert not at.exception and at.session_state[state.MODEL_KEY] == uploaded
 
 
 def test_switching_model_carries_across_pages():

@@ -68,12 +68,18 @@ def test_every_page_in_chromium(tmp_path):
             sidebar.get_by_text("0 job(s) running").first.wait_for(timeout=30_000)
             assert h.chart_titles(page)[0].startswith("Training: run 1 stopped after"), h.chart_titles(page)
             # A second, short run: the run selector labels each run with its real, final status.
-            h.start_training(page, iters=30, n_train=128)
+            h.set_number(page, "Iterations", 30)  # (the budget expander is still open from the first run)
+            page.get_by_role("button", name="Train", exact=True).first.click()
             page.get_by_text("finished; saved to").first.wait_for(timeout=180_000)
+            run_pick = page.get_by_role("combobox", name="Run").first
+            deadline, picked = time.time() + 30, ""
+            while time.time() < deadline and "(done)" not in picked:  # the page redraws when the run ends
+                picked = run_pick.input_value()
+                time.sleep(0.2)
+            assert picked.startswith("run 2:") and picked.endswith("(done)"), picked
             h.wait_rendered(page, "Train a solver")
-            picked = page.locator("[data-testid=stSelectbox]", has_text="run 2:").first.inner_text()
-            assert "(done)" in picked and "(running)" not in picked, picked
-            page.get_by_role("combobox", name="Run").first.click()
+            run_pick.click()
+            page.get_by_role("option").first.wait_for(timeout=10_000)
             options = page.get_by_role("option").all_inner_texts()
             page.keyboard.press("Escape")
             assert any("run 1:" in o and "(stopped)" in o for o in options), options
@@ -82,9 +88,15 @@ def test_every_page_in_chromium(tmp_path):
 
             step[0] = "uploading a solver again after removing it"
             saved = sorted(Path(os.environ["BESPOKE_RUNS_DIR"]).glob("*.safetensors"), key=os.path.getmtime)[-1]
+            uploader = page.locator("[data-testid=stFileUploader]", has_text="Upload a solver")
             for number in (3, 4):  # uploaded, removed, uploaded again: listed both times (#1, #2: the runs)
-                page.locator("[data-testid=stFileUploader]", has_text="Upload a solver").locator(
-                    "input[type=file]").set_input_files(str(saved))
+                if number == 4:  # clear the uploader (its file chip's x), as a user does before uploading again
+                    uploader.locator("[data-testid=stFileChipDeleteBtn]").first.click()
+                    time.sleep(0.3)
+                    h.wait_rendered(page, "Train a solver")
+                # (the file's bytes, not its path: Chromium ignores the same path set on the input twice)
+                uploader.locator("input[type=file]").set_input_files(
+                    files=[{"name": saved.name, "mimeType": "application/octet-stream", "buffer": saved.read_bytes()}])
                 page.get_by_text(f"Added '{saved.name}' to the list as #{number} ").first.wait_for(timeout=60_000)
                 h.wait_rendered(page, "Train a solver")
                 page.get_by_role("button", name="Remove from the list").first.click()  # the upload is picked
@@ -107,7 +119,7 @@ def test_every_page_in_chromium(tmp_path):
             # Equal NFE by default: the built-in solver runs at the learned solver's NFE, no warning.
             panel_titles = page.evaluate("""() => document.querySelector('[data-testid=stPlotlyChart] .js-plotly-plot')
                 .layout.annotations.map(a => a.text)""")
-            nfes = {t.split("NFE ")[1].split(" ")[0] for t in panel_titles[1:]}
+            nfes = {t.split("<sup>NFE ")[1].split(" ")[0] for t in panel_titles[1:]}
             assert len(nfes) == 1, panel_titles
             assert not page.get_by_text("Not an equal-NFE comparison").count()
             step[0] = "checking that nothing was requested off the machine"
