@@ -151,9 +151,10 @@ class LearnedODESolver(Solver):
         solver = LearnedODESolver(model, CondOTScheduler(), "rk2_bespoke_8.safetensors", data_shape=(2,))
         x1 = solver.sample(x_init=torch.randn(64, 2))
 
-    solver: a LearnedSolver, or a saved solver file (path / bytes) which is checked against the
-      model (its model_id is the model's model_hash unless you pass model_id) and refused on
-      another model or guidance scale; a LinearScheme also runs (no model check).
+    solver: a saved solver file (path / bytes), checked against the model (its model_id is the
+      model's model_hash unless you pass model_id) and refused on another model or guidance
+      scale; or a LearnedSolver / LinearScheme object, used as given (a BNS solver still refuses
+      a model on another path).
     The rest is as in `field_from_flow_matching`. The learned scheme is run exactly as core runs
     it (core.solvers.linear.run_scheme), at the NFE it was trained for only.
     """
