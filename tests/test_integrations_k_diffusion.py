@@ -257,6 +257,27 @@ def test_flow_convention_sampler_equals_core_solve(family):
     assert float((got - ref).abs().max()) < 1e-12
 
 
+def test_make_sampler_from_a_solver_file(tmp_path):
+    """A solver trained on a denoiser field, saved, and bound from its file: same samples; the file
+    is refused for another model id or another guidance scale."""
+    from core.checkpoint import CheckpointError
+    from core.solvers.learned import save_solver
+    field = denoiser_field(denoiser, "fm-ot", (2,), sigma_max=80.0, model_id="my-denoiser-v1")
+    solver = _perturbed(bespoke_from_family("rk2-bespoke", 4))
+    f = tmp_path / "rk2b4.safetensors"
+    save_solver(solver, f, field)
+    sig = bespoke_sigmas(solver, "fm-ot", 80.0)
+    x = _noise() * sig[0]
+    fn = make_sampler(str(f), "fm-ot", 80.0, model_id="my-denoiser-v1")
+    assert fn.solver.nfe == 4
+    ref = sample_bespoke(denoiser, x, sig, solver=solver, path="fm-ot", sigma_max=80.0, disable=True)
+    assert float((fn(denoiser, x, sig, disable=True) - ref).abs().max()) < 1e-15
+    with pytest.raises(CheckpointError, match="trained for model my-denois"):
+        make_sampler(str(f), "fm-ot", 80.0, model_id="another-model")
+    with pytest.raises(CheckpointError, match="guidance scale"):
+        make_sampler(str(f), "fm-ot", 80.0, guidance_scale=3.0)
+
+
 def test_extra_args_reach_the_model():
     seen = {}
 

@@ -40,6 +40,7 @@ Nothing here imports the k-diffusion package.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -50,6 +51,7 @@ from ..field import VelocityField
 from ..paths import GaussianPath, _bcast, get_path, velocity_from_prediction
 from ..solvers.base import StepInfo
 from ..solvers.bns import BNSSolver
+from ..solvers.learned import load_solver
 from ..solvers.linear import run_scheme
 from .scheme import SchemeLike, check_nfe, learned_scheme
 
@@ -211,10 +213,17 @@ def sample_bespoke(model: Callable, x: Tensor, sigmas: Tensor, extra_args: Optio
     return to_theirs(scheme.nfe, res.x)
 
 
-def make_sampler(solver: SchemeLike, path=None, sigma_max: Optional[float] = None, convention: str = "ve",
-                 guidance_scale: Optional[float] = None) -> Callable[..., Tensor]:
+def make_sampler(solver, path=None, sigma_max: Optional[float] = None, convention: str = "ve",
+                 guidance_scale: Optional[float] = None, model_id: Optional[str] = None) -> Callable[..., Tensor]:
     """sample_bespoke with the solver bound: a function with k-diffusion's sampler signature
-    `(model, x, sigmas, extra_args=None, callback=None, disable=None)`."""
+    `(model, x, sigmas, extra_args=None, callback=None, disable=None)`.
+
+    solver: a Bespoke / BNS solver, a LinearScheme, or a saved solver file (path or bytes). A file
+    is refused if it was trained for another model (model_id: the one given to denoiser_field when
+    the solver was trained; its header's "model_id") or another guidance scale."""
+    if isinstance(solver, (str, os.PathLike, bytes, bytearray)):
+        solver, _ = load_solver(solver, field=VelocityField(lambda t, x: x, (1,), model_id=model_id,
+                                                            guidance_scale=guidance_scale))
     bespoke_sigmas(solver, path, sigma_max, convention)  # refuse a solver without a path, or sigma = inf, now
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -222,4 +231,5 @@ def make_sampler(solver: SchemeLike, path=None, sigma_max: Optional[float] = Non
                               sigma_max=sigma_max, convention=convention, guidance_scale=guidance_scale)
 
     sample.__name__ = sample.__qualname__ = f"sample_{getattr(solver, 'name', 'scheme').replace('@', '_')}"
+    sample.solver = solver
     return sample
