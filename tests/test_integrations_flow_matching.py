@@ -166,9 +166,17 @@ def test_model_extras_are_passed_to_the_model():
         def forward(self, x, t, label):
             return x * 0 + label.to(x).reshape(-1, 1)
 
-    field = field_from_flow_matching(Labelled(), CondOTScheduler(), (2,), label=torch.tensor([3.0]))
+    field = field_from_flow_matching(Labelled(), CondOTScheduler(), (2,), model_extras={"label": torch.tensor([3.0])})
     assert float(field(torch.tensor(0.5), torch.zeros(4, 2)).max()) == 3.0
     assert field.meta["extras"] == ["label"]
+    solver = LearnedODESolver(Labelled(), CondOTScheduler(), bespoke_from_family("rk1-bespoke", 2), data_shape=(2,),
+                              model_extras={"label": torch.tensor([1.0])})
+    x1 = solver.sample(x_init=torch.zeros(4, 2))  # u = 1 from t = 0 to 1: x1 = x0 + 1
+    torch.testing.assert_close(x1, torch.ones(4, 2))
+    x1 = solver.sample(x_init=torch.zeros(4, 2), model_extras={"label": torch.tensor([2.0])})  # per call
+    torch.testing.assert_close(x1, torch.full((4, 2), 2.0))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'labl'"):  # a typo is not swallowed
+        solver.sample(x_init=torch.zeros(4, 2), labl=torch.tensor([2.0]))
 
 
 def test_field_arguments_are_checked():
