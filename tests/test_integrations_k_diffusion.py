@@ -126,6 +126,20 @@ def test_sigma_max_clamp_asks_the_denoiser_at_sigma_max():
     torch.testing.assert_close(seen[-1][0], 2.0 * x)
 
 
+def test_field_is_held_over_the_last_instant():
+    """At t = 1 (sigma_t = 0, where dopri5 evaluates) a denoiser with D(x, 0) != x would give an
+    infinite velocity; the field holds its value at 1 - 1e-5 instead."""
+    def off(x, sigma):
+        return denoiser(x, sigma) + 0.01 * torch.sin(3 * x)
+
+    for path in ("fm-ot", "eps-vp"):
+        field = denoiser_field(off, path, (2,), sigma_max=80.0)
+        x = _noise(8)
+        end = field(torch.tensor(1.0, dtype=F64), x)
+        assert torch.isfinite(end).all()
+        torch.testing.assert_close(end, field(torch.tensor(1 - 1e-5, dtype=F64), x), rtol=0, atol=0)
+
+
 def _cases():
     ot, vp = CondOTPath(), VPPath()
     bns = BNSSolver(6, sigma0=2.0, path=vp)

@@ -48,6 +48,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..field import VelocityField
+from ..model_io import T_EDGE
 from ..paths import GaussianPath, _bcast, get_path, velocity_from_prediction
 from ..solvers.base import StepInfo
 from ..solvers.bns import BNSSolver
@@ -146,8 +147,15 @@ def denoiser_field(model: Callable, path, data_shape: Sequence[int], sigma_max: 
             on_denoised(d)
         return d
 
-    u = velocity_from_prediction(x1_hat, path, "x1")
-    meta = {"source": "k-diffusion", "convention": convention, "sigma_max": sigma_max, "extra_args": sorted(extra)}
+    u_x1 = velocity_from_prediction(x1_hat, path, "x1")
+
+    def u(t: Tensor, x: Tensor) -> Tensor:
+        # The x1 -> velocity conversion divides by sigma_t, 0 at t = 1, where the ground truth's
+        # dopri5 evaluates: held over the last 1e-5 of time, as core.load_model does.
+        return u_x1(t.clamp(max=1 - T_EDGE), x)
+
+    meta = {"source": "k-diffusion", "convention": convention, "sigma_max": sigma_max, "extra_args": sorted(extra),
+            "t_clamp": [0.0, 1 - T_EDGE]}
     return VelocityField(u, shape, path=path, data_range=data_range, model_id=model_id,
                          guidance_scale=guidance_scale, meta=meta)
 
