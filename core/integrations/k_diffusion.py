@@ -125,7 +125,8 @@ def denoiser_field(model: Callable, path, data_shape: Sequence[int], sigma_max: 
     velocity field u(t, x) on `path`; where sigma(t) > sigma_max the denoiser is asked at sigma_max
     (see the module docstring). model_id / guidance_scale: recorded in solver checkpoints trained on
     it (guidance_scale is whatever guidance the denoiser has baked in). on_denoised gets every D
-    output (the sampler uses it for its callback)."""
+    output (the sampler uses it for its callback). Times are clamped to t <= 1 - 1e-5 (the
+    conversion divides by sigma_t), as core.load_model does for eps / x1 networks."""
     path = get_path(path)
     sigma_max = _check_sigma_max(sigma_max)
     if not math.isfinite(float(path_sigmas(path, torch.zeros((), dtype=torch.float64), sigma_max, convention))):
