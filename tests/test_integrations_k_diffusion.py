@@ -126,6 +126,20 @@ def test_sigma_max_clamp_asks_the_denoiser_at_sigma_max():
     torch.testing.assert_close(seen[-1][0], 2.0 * x)
 
 
+def test_field_is_held_over_the_last_instant():
+    """At t = 1 (sigma_t = 0, where dopri5 evaluates) a denoiser with D(x, 0) != x would give an
+    infinite velocity; the field holds its value at 1 - 1e-5 instead."""
+    def off(x, sigma):
+        return denoiser(x, sigma) + 0.01 * torch.sin(3 * x)
+
+    for path in ("fm-ot", "eps-vp"):
+        field = denoiser_field(off, path, (2,), sigma_max=80.0)
+        x = _noise(8)
+        end = field(torch.tensor(1.0, dtype=F64), x)
+        assert torch.isfinite(end).all()
+        torch.testing.assert_close(end, field(torch.tensor(1 - 1e-5, dtype=F64), x), rtol=0, atol=0)
+
+
 def _cases():
     ot, vp = CondOTPath(), VPPath()
     bns = BNSSolver(6, sigma0=2.0, path=vp)
@@ -255,6 +269,27 @@ def test_flow_convention_sampler_equals_core_solve(family):
     with torch.no_grad():
         ref = solver.solve(denoiser_field(flow_denoiser, ot, (2,), convention="flow"), eps).x
     assert float((got - ref).abs().max()) < 1e-12
+
+
+def test_make_sampler_from_a_solver_file(tmp_path):
+    """A solver trained on a denoiser field, saved, and bound from its file: same samples; the file
+    is refused for another model id or another guidance scale."""
+    from core.checkpoint import CheckpointError
+    from core.solvers.learned import save_solver
+    field = denoiser_field(denoiser, "fm-ot", (2,), sigma_max=80.0, model_id="my-denoiser-v1")
+    solver = _perturbed(bespoke_from_family("rk2-bespoke", 4))
+    f = tmp_path / "rk2b4.safetensors"
+    save_solver(solver, f, field)
+    sig = bespoke_sigmas(solver, "fm-ot", 80.0)
+    x = _noise() * sig[0]
+    fn = make_sampler(str(f), "fm-ot", 80.0, model_id="my-denoiser-v1")
+    assert fn.solver.nfe == 4
+    ref = sample_bespoke(denoiser, x, sig, solver=solver, path="fm-ot", sigma_max=80.0, disable=True)
+    assert float((fn(denoiser, x, sig, disable=True) - ref).abs().max()) < 1e-15
+    with pytest.raises(CheckpointError, match="trained for model my-denois"):
+        make_sampler(str(f), "fm-ot", 80.0, model_id="another-model")
+    with pytest.raises(CheckpointError, match="guidance scale"):
+        make_sampler(str(f), "fm-ot", 80.0, guidance_scale=3.0)
 
 
 def test_extra_args_reach_the_model():

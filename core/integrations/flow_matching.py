@@ -104,7 +104,7 @@ def _edge_clamped(u):
 
 def field_from_flow_matching(model, scheduler, data_shape: Sequence[int], prediction: str = "velocity",
                              data_range: float = 2.0, model_id: Optional[str] = None,
-                             **model_extras: Any) -> VelocityField:
+                             model_extras: Optional[dict[str, Any]] = None) -> VelocityField:
     """A flow_matching model as core's velocity field u(t, x) on the scheduler's Gaussian path.
 
     model: called as model(x=x, t=t, **model_extras) with t of shape (B,) (how flow_matching
@@ -115,7 +115,8 @@ def field_from_flow_matching(model, scheduler, data_shape: Sequence[int], predic
     data_shape: the shape of one sample (without the batch).
     model_id: what identifies the model in solver checkpoints; default: model_hash(model) for an
       nn.Module, "flow_matching" for a plain function (no check then).
-    model_extras: bound into every call (e.g. class labels); a solver is trained for one binding.
+    model_extras: a dict bound into every call (e.g. {"label": y, "cfg_scale": 3.0}); a solver is
+      trained for one binding. (A dict, not **kwargs: a misspelt option cannot vanish into the model.)
     """
     path = path_from_scheduler(scheduler)
     if prediction not in PREDICTIONS:
@@ -129,6 +130,9 @@ def field_from_flow_matching(model, scheduler, data_shape: Sequence[int], predic
         raise ValueError(f"data_shape must be the positive shape of one sample, got {data_shape!r}")
     if model_id is None:
         model_id = model_hash(model) if isinstance(model, nn.Module) else "flow_matching"
+    if model_extras is not None and not isinstance(model_extras, dict):
+        raise TypeError(f"model_extras must be a dict of keyword arguments for the model, got {type(model_extras).__name__}")
+    model_extras = dict(model_extras or {})
 
     def f(t: Tensor, x: Tensor) -> Tensor:
         t_b = t.to(dtype=x.dtype, device=x.device).expand(x.shape[0]) if t.dim() == 0 else t.to(x)
@@ -151,21 +155,22 @@ class LearnedODESolver(Solver):
         solver = LearnedODESolver(model, CondOTScheduler(), "rk2_bespoke_8.safetensors", data_shape=(2,))
         x1 = solver.sample(x_init=torch.randn(64, 2))
 
-    solver: a LearnedSolver, or a saved solver file (path / bytes) which is checked against the
-      model (its model_id is the model's model_hash unless you pass model_id) and refused on
-      another model or guidance scale; a LinearScheme also runs (no model check).
+    solver: a saved solver file (path / bytes), checked against the model (its model_id is the
+      model's model_hash unless you pass model_id) and refused on another model or guidance
+      scale; or a LearnedSolver / LinearScheme object, used as given (a BNS solver still refuses
+      a model on another path).
     The rest is as in `field_from_flow_matching`. The learned scheme is run exactly as core runs
     it (core.solvers.linear.run_scheme), at the NFE it was trained for only.
     """
 
     def __init__(self, velocity_model, scheduler, solver: Union[LearnedSolver, LinearScheme, str, bytes],
                  data_shape: Sequence[int], prediction: str = "velocity", data_range: float = 2.0,
-                 model_id: Optional[str] = None):
+                 model_id: Optional[str] = None, model_extras: Optional[dict[str, Any]] = None):
         super().__init__()
         self.velocity_model = velocity_model
         self.scheduler = _scheduler_of(scheduler)
         self.field = field_from_flow_matching(velocity_model, scheduler, data_shape, prediction, data_range,
-                                              model_id)
+                                              model_id, model_extras)
         self.header: Optional[dict] = None
         if isinstance(solver, (LearnedSolver, LinearScheme)):
             self.learned = solver
@@ -184,14 +189,15 @@ class LearnedODESolver(Solver):
 
     def sample(self, x_init: Tensor, step_size: Optional[float] = None, method: Optional[str] = None,
                time_grid: Optional[Tensor] = None, return_intermediates: bool = False,
-               enable_grad: bool = False, nfe: Optional[int] = None, **model_extras: Any):
+               enable_grad: bool = False, nfe: Optional[int] = None,
+               model_extras: Optional[dict[str, Any]] = None):
         """Sample from x_init (B, *data_shape) at t = 0 to t = 1 in the solver's NFE.
 
         step_size and method must be None (the learned solver has its own grid and steps);
         time_grid may be None or [0, 1]. With return_intermediates, returns the states at
         `self.time_grid` stacked, (NFE + 1, B, *D), as ODESolver returns its grid's states.
-        model_extras are passed to the model like ODESolver does; bind the same extras the
-        solver was trained with."""
+        model_extras: a dict for the model (ODESolver takes them as **kwargs), replacing the one
+        given at construction for this call; use the binding the solver was trained with."""
         if step_size is not None or method is not None:
             raise ValueError(f"a learned solver ({self._name()}) has its own time grid and steps: step_size and "
                              f"method must be None, got step_size={step_size!r}, method={method!r}")
@@ -208,7 +214,7 @@ class LearnedODESolver(Solver):
         if model_extras:
             data_shape, prediction, data_range, model_id = self._settings
             field = field_from_flow_matching(self.velocity_model, self.scheduler, data_shape, prediction, data_range,
-                                             model_id, **model_extras)
+                                             model_id, model_extras)
         states = [x_init] if return_intermediates else None
         callback = (lambda info: states.append(info.x_next)) if return_intermediates else None
         with torch.set_grad_enabled(enable_grad):

@@ -40,6 +40,7 @@ Nothing here imports the k-diffusion package.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -47,9 +48,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..field import VelocityField
+from ..model_io import T_EDGE
 from ..paths import GaussianPath, _bcast, get_path, velocity_from_prediction
 from ..solvers.base import StepInfo
 from ..solvers.bns import BNSSolver
+from ..solvers.learned import load_solver
 from ..solvers.linear import run_scheme
 from .scheme import SchemeLike, check_nfe, learned_scheme
 
@@ -122,7 +125,8 @@ def denoiser_field(model: Callable, path, data_shape: Sequence[int], sigma_max: 
     velocity field u(t, x) on `path`; where sigma(t) > sigma_max the denoiser is asked at sigma_max
     (see the module docstring). model_id / guidance_scale: recorded in solver checkpoints trained on
     it (guidance_scale is whatever guidance the denoiser has baked in). on_denoised gets every D
-    output (the sampler uses it for its callback)."""
+    output (the sampler uses it for its callback). Times are clamped to t <= 1 - 1e-5 (the
+    conversion divides by sigma_t), as core.load_model does for eps / x1 networks."""
     path = get_path(path)
     sigma_max = _check_sigma_max(sigma_max)
     if not math.isfinite(float(path_sigmas(path, torch.zeros((), dtype=torch.float64), sigma_max, convention))):
@@ -144,8 +148,15 @@ def denoiser_field(model: Callable, path, data_shape: Sequence[int], sigma_max: 
             on_denoised(d)
         return d
 
-    u = velocity_from_prediction(x1_hat, path, "x1")
-    meta = {"source": "k-diffusion", "convention": convention, "sigma_max": sigma_max, "extra_args": sorted(extra)}
+    u_x1 = velocity_from_prediction(x1_hat, path, "x1")
+
+    def u(t: Tensor, x: Tensor) -> Tensor:
+        # The x1 -> velocity conversion divides by sigma_t, 0 at t = 1, where the ground truth's
+        # dopri5 evaluates: held over the last 1e-5 of time, as core.load_model does.
+        return u_x1(t.clamp(max=1 - T_EDGE), x)
+
+    meta = {"source": "k-diffusion", "convention": convention, "sigma_max": sigma_max, "extra_args": sorted(extra),
+            "t_clamp": [0.0, 1 - T_EDGE]}
     return VelocityField(u, shape, path=path, data_range=data_range, model_id=model_id,
                          guidance_scale=guidance_scale, meta=meta)
 
@@ -211,10 +222,17 @@ def sample_bespoke(model: Callable, x: Tensor, sigmas: Tensor, extra_args: Optio
     return to_theirs(scheme.nfe, res.x)
 
 
-def make_sampler(solver: SchemeLike, path=None, sigma_max: Optional[float] = None, convention: str = "ve",
-                 guidance_scale: Optional[float] = None) -> Callable[..., Tensor]:
+def make_sampler(solver, path=None, sigma_max: Optional[float] = None, convention: str = "ve",
+                 guidance_scale: Optional[float] = None, model_id: Optional[str] = None) -> Callable[..., Tensor]:
     """sample_bespoke with the solver bound: a function with k-diffusion's sampler signature
-    `(model, x, sigmas, extra_args=None, callback=None, disable=None)`."""
+    `(model, x, sigmas, extra_args=None, callback=None, disable=None)`.
+
+    solver: a Bespoke / BNS solver, a LinearScheme, or a saved solver file (path or bytes). A file
+    is refused if it was trained for another model (model_id: the one given to denoiser_field when
+    the solver was trained; its header's "model_id") or another guidance scale."""
+    if isinstance(solver, (str, os.PathLike, bytes, bytearray)):
+        solver, _ = load_solver(solver, field=VelocityField(lambda t, x: x, (1,), model_id=model_id,
+                                                            guidance_scale=guidance_scale))
     bespoke_sigmas(solver, path, sigma_max, convention)  # refuse a solver without a path, or sigma = inf, now
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -222,4 +240,5 @@ def make_sampler(solver: SchemeLike, path=None, sigma_max: Optional[float] = Non
                               sigma_max=sigma_max, convention=convention, guidance_scale=guidance_scale)
 
     sample.__name__ = sample.__qualname__ = f"sample_{getattr(solver, 'name', 'scheme').replace('@', '_')}"
+    sample.solver = solver
     return sample
