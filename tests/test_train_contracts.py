@@ -287,6 +287,31 @@ def test_solver_spec_names_the_bad_value(kwargs, message):
     SolverSpec("rk2-bespoke", 8, lipschitz=0.0)  # L_tau = 0 is allowed (no error propagation)
 
 
+def test_bespoke_init_from_a_path_and_its_error(mixture_ot):
+    """init="fm-cs": the untrained solver is the ST map from the model's path to the cosine path."""
+    from core.analytic import gaussian_data_field
+    from core.paths import CosinePath, path_st_map
+    cfg = TrainConfig(iters=1, n_train=8, n_val=4, gt_grid=5)
+    solver, _ = build_bespoke(mixture_ot, SolverSpec("rk1-bespoke", 4, init="fm-cs"), cfg, torch.device("cpu"))
+    ref = BespokeSolver(1, 4).init_from_st(lambda r: path_st_map(mixture_ot.path, CosinePath(), r, normalize=True))
+    for k, v in ref.decode().items():
+        torch.testing.assert_close(solver.decode()[k], v, rtol=1e-12, atol=1e-12)
+    no_path = gaussian_data_field(CosinePath(), torch.zeros(2), 1.0)
+    no_path.path = None
+    with pytest.raises(ValueError, match="init 'fm-cs' needs a model with a Gaussian path"):
+        build_bespoke(no_path, SolverSpec("rk1-bespoke", 4, init="fm-cs"), cfg, torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown Bespoke loss 'l1'"):
+        build_bespoke(mixture_ot, SolverSpec("rk1-bespoke", 4, loss="l1"), cfg, torch.device("cpu"))
+
+
+def test_resolve_device_auto_picks_cuda_when_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
