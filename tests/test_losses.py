@@ -103,6 +103,11 @@ def test_bespoke_objective_batches_and_bad_input(pool_field):
     obj = BespokeObjective(field, pool, pool, batch_size=10)
     assert obj.loss(solver, torch.Generator().manual_seed(0)).shape == (10,)
     assert BespokeObjective(field, pool, pool, batch_size=1000).loss(solver).shape == (pool.size,)
+    # the batch is drawn from the generator: same seed, same batch; another seed, another batch
+    a, b, c = (obj.loss(solver, torch.Generator().manual_seed(k)) for k in (1, 1, 2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    default = BespokeObjective(field, pool, pool)  # the paper's L_tau = 1, the RMSE bound, 256 paths a batch
+    assert (default.lipschitz, default.loss_name, default.batch_size) == (1.0, "rmse-bound", 256)
     with pytest.raises(ValueError, match="unknown Bespoke loss 'l2'"):
         BespokeObjective(field, pool, pool, loss="l2")
     with pytest.raises(ValueError, match="L_tau must be >= 0, got -1"):
