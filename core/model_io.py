@@ -12,7 +12,7 @@ A model checkpoint is a `core.checkpoint` file of kind "model" whose header hold
 header describes (built on the meta device first, so a lying header allocates nothing), probes
 one forward pass, and raises `CheckpointError` with one line naming the problem otherwise.
 
-Class-conditional models (classifier-free guidance, MATH.md section 0):
+Class-conditional models (classifier-free guidance, docs/MATH.md section 0):
     u = u_uncond + w (u_cond - u_uncond),  both halves in ONE batched forward pass = one NFE.
 w = 1 is the plain conditional model (one half only), w = 0 the unconditional one.
 Networks predicting eps or x1 are evaluated at t clamped to [1e-5, 1 - 1e-5] (T_EDGE): the

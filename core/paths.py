@@ -1,6 +1,6 @@
 """Gaussian probability paths, prediction-type conversion and scale-time (ST) maps.
 
-Convention (MATH.md section 0): t = 0 is noise, t = 1 is data, and
+Convention (docs/MATH.md section 0): t = 0 is noise, t = 1 is data, and
     x_t = alpha_t x1 + sigma_t x0,   alpha_0 = 0, sigma_0 = 1, alpha_1 = 1, sigma_1 = 0.
 
 A path returns a small `PathCoefficients` record (alpha, sigma and their time derivatives),
@@ -131,7 +131,7 @@ class VPPath(GaussianPath):
 
 
 class ScaledOTPath(GaussianPath):
-    """alpha_r = r, sigma_r = sigma0 (1 - r): the BNS preconditioning target (MATH.md section 4).
+    """alpha_r = r, sigma_r = sigma0 (1 - r): the BNS preconditioning target (docs/MATH.md §4.5).
 
     sigma0 = 1 is FM-OT itself.
     """
@@ -347,7 +347,7 @@ def get_path(spec: str | dict | GaussianPath) -> GaussianPath:
 
 
 # --------------------------------------------------------------------------------------
-# Prediction type -> velocity (MATH.md section 1)
+# Prediction type -> velocity (docs/MATH.md §1.2)
 # --------------------------------------------------------------------------------------
 
 def prediction_coefficients(path: GaussianPath, prediction: str, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -405,7 +405,7 @@ def eps_from_velocity(path: GaussianPath, t: Tensor, x: Tensor, u: Tensor) -> Te
 
 
 # --------------------------------------------------------------------------------------
-# Scale-time transformations (MATH.md section 2)
+# Scale-time transformations (docs/MATH.md section 2)
 # --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -430,7 +430,7 @@ def st_transform(u: VelocityFn, st: Callable[[Tensor], STMap]) -> VelocityFn:
 
 
 def path_st_map(path: GaussianPath, target: GaussianPath, r, normalize: bool = False) -> STMap:
-    """The ST map taking `path` to `target` (Bespoke Theorem 2.3, MATH.md section 2).
+    """The ST map taking `path` to `target` (Bespoke Theorem 2.3, docs/MATH.md §2.3).
 
     t_r = rho^{-1}(rho_bar(r)), s_r = sigma_bar_r / sigma_{t_r} (= alpha_bar_r / alpha_{t_r});
     the alpha ratio is used where sigma is small (near t = 1) for stability. With

@@ -398,14 +398,12 @@ def field_from_pipeline(folder, guidance_scale: Optional[float] = None, device=N
 
 def solver_scheme(solver, field=None, nfe: Optional[int] = None):
     """The LinearScheme of a learned solver (BNS, RK1/RK2-Bespoke) or of a built-in one by name."""
-    from ..solvers.bespoke import BespokeSolver
-    from ..solvers.bns import BNSSolver, bespoke_scheme
     from ..solvers.dedicated import build_scheme
-    if isinstance(solver, BNSSolver):
-        with torch.no_grad():
-            return solver.scheme()
-    if isinstance(solver, BespokeSolver):
-        return bespoke_scheme(solver)
+    from ..solvers.learned import LearnedSolver
+    from ..solvers.linear import LinearScheme
+    from .scheme import learned_scheme
+    if isinstance(solver, (LearnedSolver, LinearScheme)):
+        return learned_scheme(solver)
     name = getattr(solver, "name", solver)
     if isinstance(name, str) and nfe is not None:
         return build_scheme(name, nfe, getattr(field, "path", None))
