@@ -5,6 +5,8 @@
     sample        run a solver from noise                               -> .npy or .png
     evaluate      RMSE / PSNR against GT from the same noise, distances to the data -> JSON + table
     info          print a checkpoint's header
+    export        a solver as a diffusers scheduler folder or a sigma grid (core/export.py)
+    make-gt       solve GT paths once into a sharded data set for train-solver --gt
 
 Every user error (unknown name, missing or bad file, impossible NFE, a solver made for another
 model) exits with status 2 and one line on stderr, never a traceback.
@@ -122,11 +124,24 @@ def cmd_train_model(args) -> None:
 
 
 def cmd_train_solver(args) -> None:
+    from .gtdata.cli import start_processes
+    dist, device = start_processes(args)  # under torchrun: this process's rank and device
+    try:
+        _train_solver(args, device, dist)
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def _train_solver(args, device, dist) -> None:
+    from .gtdata.cli import open_dataset
     from .solvers.learned import save_solver
     from .train import SolverSpec, TrainConfig, train_solver
     _apply_threads(args)
-    device = _device(args.device)
     field = _load_field(args, device)
+    gt = open_dataset(args, field)
+    if dist is not None and not dist.is_main:
+        args.quiet = True  # rank 0 reports and saves
     spec = SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
                       sigma0=args.sigma0)
     cfg = TrainConfig(iters=args.iters, lr=args.lr, batch_size=args.batch_size, n_train=args.n_train,
@@ -147,17 +162,24 @@ def cmd_train_solver(args) -> None:
         bar.set_postfix(post, refresh=False)
         bar.refresh()
 
-    if not args.quiet:
+    if not args.quiet and gt is None:
         print(f"solving the GT paths of {cfg.n_train + cfg.n_val} noise samples (dopri5) ...", file=sys.stderr)
     from .train import NonFiniteLossError
     try:
-        result = train_solver(field, spec, cfg, callback)
+        result = train_solver(field, spec, cfg, callback, gt=gt, dist=dist,
+                              checkpoint_activations=args.checkpoint_activations)
     except NonFiniteLossError as e:
         raise UserError(f"{e}; nothing saved (try a lower --lr)") from None
     finally:
         for bar in bars:
             bar.close()
+    if dist is not None and not dist.is_main:
+        return
     summary = result.summary()
+    if gt is not None:
+        summary["gt_dataset"] = {"dir": str(args.gt), "dataset_id": gt.manifest["dataset_id"]}
+    if dist is not None:
+        summary["processes"] = dist.world
     digest = save_solver(result.solver, args.out, field, extra=summary)
     init, best = result.init, result.best
     print(f"saved {args.out}  ({digest[:16]})  {spec.family}@{spec.nfe}: validation RMSE "
@@ -245,7 +267,7 @@ def cmd_info(args) -> None:
 # --------------------------------------------------------------------------------------
 
 def _model_options(p, guidance: bool = True) -> None:
-    p.add_argument("--model", required=True, help="model checkpoint (.safetensors)")
+    p.add_argument("--model", required=True, help="model checkpoint (.safetensors) or a diffusers pipeline folder")
     if guidance:
         p.add_argument("--guidance", type=float, default=None,
                        help="classifier-free guidance scale (conditional models; default: the checkpoint's)")
@@ -316,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output solver file (.safetensors)")
+    from .gtdata.cli import add_make_gt_parser, add_train_solver_options
+    add_train_solver_options(p)  # --gt DIR, --checkpoint-activations (core/gtdata/cli.py)
     p.set_defaults(func=cmd_train_solver)
+
+    add_make_gt_parser(sub, _model_options)  # make-gt (core/gtdata/cli.py)
 
     p = sub.add_parser("sample", help="run a solver from noise; write .npy or a .png picture",
                        description="Sample a model with a built-in solver "
@@ -356,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "checkpoint's JSON header (validated, never unpickled).")
     p.add_argument("file")
     p.set_defaults(func=cmd_info)
+
+    from .export import add_parser as add_export_parser
+    add_export_parser(sub, _model_options)  # export: core/export.py
     return parser
 
 

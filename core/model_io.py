@@ -300,7 +300,16 @@ def load_model(src, guidance_scale: Optional[float] = None, device=None, dtype: 
       of another dtype or device are converted and the output returned like the input.
     Raises CheckpointError (one line) for a file that is not a usable model, ValueError for a
     guidance scale or labels that do not fit the model.
+
+    A folder is read as a diffusers pipeline saved with save_pretrained (model_index.json, unet/
+    or transformer/, scheduler/): see core.integrations.diffusers.field_from_pipeline.
     """
+    if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
+        from .integrations.diffusers import field_from_pipeline, is_pipeline_folder
+        if not is_pipeline_folder(src):
+            raise CheckpointError(f"{os.fspath(src)!r} is a folder, not a file, and has no model_index.json: not a "
+                                  f"model checkpoint nor a diffusers pipeline folder")
+        return field_from_pipeline(src, guidance_scale=guidance_scale, device=device, dtype=dtype, labels=labels)
     net, info = load_network(src, device=device, dtype=dtype)
     w = _check_guidance(guidance_scale, info.num_classes)
     if info.num_classes:
