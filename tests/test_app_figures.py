@@ -181,3 +181,38 @@ def test_bns_loss_is_labelled_negative_psnr():
     assert fig.layout.yaxis.title.text == "loss = -PSNR (dB)" and fig.layout.annotations[0].text == "training loss = -PSNR"
     live = figures.training_live(hist, family="rk2-bespoke", title="Training: run 1 done after 3.0 s")
     assert live.layout.yaxis.title.text == "RMSE bound (data units)" and live.layout.title.text.startswith("Training: run 1 done")
+
+
+def test_every_builder_draws_against_the_right_x():
+    """x values, not only lengths: dt/ds at the nodes r_0..r_{M-1}, curves against iterations,
+    step errors against the step points' times t, the time grid against the step index."""
+    r = np.linspace(0, 1, 5)
+    learned = {"r": r, "t": r**2, "dt": 2 * r[:-1] + 0.1, "s": np.ones(5), "ds": np.arange(4.0)}
+    tr = _traces(figures.st_schedule({"learned": learned}, learned=("learned",)))
+    for k, key in enumerate(("t", "dt", "s", "ds")):
+        np.testing.assert_allclose(tr[k]["x"], r[: len(learned[key])])  # dt, ds: r_0..r_3, not r_1..r_4
+        np.testing.assert_allclose(tr[k]["y"], learned[key])
+    hist = [{"iteration": 0, "loss": float("nan"), "rmse": 0.3, "psnr": 20.0}, {"iteration": 5, "loss": 0.5},
+            {"iteration": 10, "loss": 0.25, "rmse": 0.1, "psnr": 26.0}, {"iteration": 15, "loss": 0.2}]
+    tr = _traces(figures.training_curves(hist))
+    np.testing.assert_allclose(tr[0]["x"], [0, 5, 10, 15])  # iterations, not row numbers
+    np.testing.assert_allclose(tr[1]["x"], [0, 10])
+    np.testing.assert_allclose(tr[2]["x"], [0, 10])
+    grid = np.array([0.0, 0.1, 0.5, 1.0])
+    tr = _traces(figures.training_live(hist, {"learned (now)": learned}, ("learned (now)",), grid=grid))
+    np.testing.assert_allclose(tr[0]["x"], [0, 5, 10, 15])
+    np.testing.assert_allclose(tr[3]["x"], r)  # t_r against r
+    np.testing.assert_allclose(tr[5]["x"], [0, 1, 2, 3])  # uniform grid: step index
+    np.testing.assert_allclose(tr[5]["y"], [0, 1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(tr[6]["x"], [0, 1, 2, 3])
+    np.testing.assert_allclose(tr[6]["y"], grid)
+    times = np.array([0.0, 0.2, 0.7, 1.0])
+    tr = _traces(figures.step_errors({"RK2": {"times": times, "errors": np.array([0.0, 0.1, 0.2, 0.3])}}))
+    np.testing.assert_allclose(tr[0]["x"], times)  # against t, not the step index
+    tr = _traces(figures.time_grid({"learned": grid}))
+    np.testing.assert_allclose(tr[0]["x"], [0, 1, 2, 3])
+    np.testing.assert_allclose(tr[0]["y"], grid)
+    t = np.linspace(0, 1, 6)
+    tr = _traces(figures.path_coefficients(t, 1 - t, t, "fm-ot"))
+    np.testing.assert_allclose(tr[0]["x"], t)
+    np.testing.assert_allclose(tr[1]["y"], t)

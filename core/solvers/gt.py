@@ -1,6 +1,6 @@
 """Ground truth: adaptive dopri5 through torchdiffeq, and a reusable pool of GT paths.
 
-The pool (MATH.md section 3, [choice, measured]) solves many x0 once on a dense grid, stores
+The pool (docs/MATH.md §7.2, [choice, measured]) solves many x0 once on a dense grid, stores
 x and u there, and reads x(t) at any t by cubic Hermite interpolation, so learned-solver
 training does not re-solve the ODE every iteration.
 """
