@@ -512,3 +512,13 @@ def test_paths_page_explains_bns_points_and_the_pca_plane(trained):
     assert not at.exception and not errors(at), errors(at)
     assert any("trained on its **final** sample only" in i.value for i in at.info)
     assert any("holds 100% of the variance" in c.value for c in at.caption)
+
+
+def test_benchmark_says_when_two_solvers_coincide():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["bench.solvers"] = ["euler", "ddim"]
+    at.session_state["bench.nfes.2-D"] = "2, 3, 5"
+    at.run()
+    at.switch_page("pages/benchmark.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    assert any("RK1 (Euler) and DDIM give the same samples" in c.value for c in at.caption), [c.value for c in at.caption]
