@@ -113,7 +113,7 @@ def test_report_sentences_follow_the_numbers(result):
     assert f"{mk._n(best8['solver'])} ({mk._v(best8['rmse'])}) at NFE 8" in text
     dist = mk.distance_sentences(result, "energy")
     assert f"{mk._v(result.gt['energy'])}" in dist
-    assert mk.claims_markdown({"mix": result}).startswith("| claim (MATH.md 5) | mix |")
+    assert mk.claims_markdown({"mix": result}).startswith("| claim (docs/MATH.md §5) | mix |")
 
 
 def _row(solver, nfe, rmse, kind="builtin", psnr=None):
