@@ -151,7 +151,7 @@ def run_target(target: str, args) -> float:
         names = sorted(random.Random(args.seed).sample(allm, min(args.sample, len(allm))))
         (work / "sample.txt").write_text("\n".join(names) + "\n")
         done = mutant_names(work)  # mutmut re-runs every mutant it is named: name only the untested ones
-        names = [n for n in names if done.get(n) is None]
+        names = [n for n in names if done.get(n) is None or (args.rerun_survivors and done.get(n) in SURVIVED | NO_TESTS)]
         if not names:
             print(f"[{target}] every sampled mutant already has a result")
             return 0.0
@@ -225,6 +225,7 @@ def main(argv=None) -> int:
     p.add_argument("--sample", type=int, default=0, help="test a seeded random sample of this many mutants")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tests-from", metavar="GIT_REF", help="score the tests of that ref (e.g. main) on today's code")
+    p.add_argument("--rerun-survivors", action="store_true", help="with --sample: test the survivors again (after new tests)")
     p.add_argument("--report", action="store_true", help="only print the table of the last results")
     args = p.parse_args(argv)
     targets = args.targets or list(TARGETS)
