@@ -148,8 +148,13 @@ def run_target(target: str, args) -> float:
     if args.sample:
         generate_only(work)
         allm = sorted(mutant_names(work))
-        names = sorted(random.Random(args.seed).sample(allm, min(args.sample, len(allm))))
-        (work / "sample.txt").write_text("\n".join(names) + "\n")
+        tag, sample_file = f"# sample={args.sample} seed={args.seed}", work / "sample.txt"
+        kept = sample_file.read_text().split("\n") if sample_file.exists() else []
+        if kept and kept[0] == tag and all(n in allm for n in kept[1:] if n):
+            names = [n for n in kept[1:] if n]  # the same sample as last time (the code did not move)
+        else:
+            names = sorted(random.Random(args.seed).sample(allm, min(args.sample, len(allm))))
+            sample_file.write_text("\n".join([tag, *names]) + "\n")
         done = mutant_names(work)  # mutmut re-runs every mutant it is named: name only the untested ones
         names = [n for n in names if done.get(n) is None or (args.rerun_survivors and done.get(n) in SURVIVED | NO_TESTS)]
         if not names:
@@ -185,7 +190,7 @@ def report(targets: list[str], walls: dict[str, float], tests_from: str | None =
         codes = mutant_names(work)
         sample_file = work / "sample.txt"
         if sample_file.exists():
-            chosen = set(sample_file.read_text().split())
+            chosen = {n for n in sample_file.read_text().split("\n") if n and not n.startswith("#")}
             codes = {k: v for k, v in codes.items() if k in chosen}
         tried = {k: v for k, v in codes.items() if v is not None and v != 34}
         killed = [k for k, v in tried.items() if v in KILLED]
