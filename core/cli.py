@@ -321,18 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--solver", required=True, choices=list(LEARNED_FAMILIES), help="learned solver family")
     p.add_argument("--nfe", type=int, required=True, help="network evaluations of the solver")
-    p.add_argument("--lipschitz", type=float, default=1.0, help="L_tau of the RMSE-bound loss (default 1)")
-    p.add_argument("--loss", default="rmse-bound", help="Bespoke loss: rmse-bound, local, final-rmse")
-    p.add_argument("--init", default="identity", help="Bespoke: identity or a path name; BNS: a base solver")
-    p.add_argument("--sigma0", type=float, default=1.0, help="BNS preconditioning scale (default 1)")
-    from .train import TrainConfig
-    d = TrainConfig()  # one source of truth for the defaults
+    from .train import SolverSpec, TrainConfig
+    d, sd = TrainConfig(), SolverSpec()  # one source of truth for the defaults (the app reads them too)
+    p.add_argument("--lipschitz", type=float, default=sd.lipschitz,
+                   help=f"L_tau of the RMSE-bound loss (default {sd.lipschitz:g})")
+    p.add_argument("--loss", default=sd.loss, help=f"Bespoke loss: rmse-bound, local, final-rmse (default {sd.loss})")
+    p.add_argument("--init", default=sd.init,
+                   help=f"Bespoke: identity or a path name; BNS: a base solver (default {sd.init})")
+    p.add_argument("--sigma0", type=float, default=sd.sigma0, help=f"BNS preconditioning scale (default {sd.sigma0:g})")
     p.add_argument("--iters", type=int, default=d.iters, help=f"Adam iterations (default {d.iters})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"GT paths per iteration (default {d.batch_size})")
     p.add_argument("--n-train", type=int, default=d.n_train, help=f"GT paths to train on (default {d.n_train})")
     p.add_argument("--n-val", type=int, default=d.n_val, help=f"validation noise samples (default {d.n_val})")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
     _threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output solver file (.safetensors)")
