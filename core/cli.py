@@ -116,6 +116,8 @@ def cmd_train_solver(args) -> None:
     dist, device = start_processes(args)  # under torchrun: this process's rank and device
     try:
         _train_solver(args, device, dist)
+        if dist is not None:
+            dist.barrier()  # every rank leaves together, after rank 0 has saved
     finally:
         if dist is not None:
             dist.close()

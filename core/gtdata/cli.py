@@ -70,6 +70,8 @@ def cmd_make_gt(args) -> None:
             t = m["totals"]
             print(f"wrote {args.out}: {t['paths']} paths in {len(m['shards'])} shards, dataset {m['dataset_id'][:16]}, "
                   f"NFE {t['nfe']}, {t['bytes']} bytes, {t['seconds']:.1f} s of solving")
+        if dist is not None:
+            dist.barrier()  # every rank leaves together
     finally:
         if dist is not None:
             dist.close()
