@@ -93,7 +93,7 @@ def rank_seconds(manifest: dict, world: int) -> float:
     """The busiest rank's solve seconds (shards go round robin: shard i to rank i % world)."""
     per = [0.0] * world
     for s in manifest["shards"]:
-        per[s["index"] % world] += s["seconds"]
+        per[s["index"] % world] += s["seconds"] or 0.0
     return max(per)
 
 

@@ -1,6 +1,6 @@
 """Training objectives of learned solvers. Every loss returns per-sample values (B,).
 
-Bespoke (MATH.md section 3): the RMSE-bound loss (eqs. 24-26)
+Bespoke (docs/MATH.md §3.3): the RMSE-bound loss (eqs. 24-26)
     L_RMSE-B = E_x0 sum_{i=1}^{n} M_i d_i,  d_i = || x(t_i) - step(t_{i-1}, x(t_{i-1})) ||,
     M_i = prod_{j=i}^{n-1} L_j (a REVERSE cumulative product), M_n = 1,
 with GT states read from a GT path pool and the stop-gradient trick of eq. 27 so that the

@@ -9,7 +9,7 @@ For one velocity field and one fixed set of noise x0 (the same for every solver)
   runs at the largest valid NFE not above the target (`nfe` records what it spent);
 - each learned family trained per NFE when asked (`train`), with a budget in iterations and
   optionally seconds; its training time is recorded next to the model's own training time.
-Scores per (solver, NFE): mean per-sample RMSE and PSNR to the GT sample (MATH.md section 0),
+Scores per (solver, NFE): mean per-sample RMSE and PSNR to the GT sample (docs/MATH.md §8.1),
 and distances of the sample set to `reference`, fresh samples of the true distribution:
 sliced Wasserstein ("sw") and energy distance ("energy") for vector data, the digits-classifier
 Frechet distance ("fd", NOT Inception FID, see core/features.py) for 8x8 digits. GT gets the

@@ -254,12 +254,17 @@ def build_bespoke(field, spec: SolverSpec, cfg: TrainConfig, device, gt=None):
     return solver, obj
 
 
-FAMILIES: dict[str, Callable] = {"rk1-bespoke": build_bespoke, "rk2-bespoke": build_bespoke}
+def build_bns(field, spec: SolverSpec, cfg: TrainConfig, device, gt=None):
+    """A BNS solver and its objective (core.solvers.bns.build_bns; imported on first use so
+    that importing core.train stays light); `gt` as for build_bespoke."""
+    from .solvers.bns import build_bns as build
+    return build(field, spec, cfg, device, gt=gt)
+
+
+FAMILIES: dict[str, Callable] = {"rk1-bespoke": build_bespoke, "rk2-bespoke": build_bespoke, "bns": build_bns}
 
 
 def _family_builder(family: str) -> Callable:
-    if family == "bns" and "bns" not in FAMILIES:
-        from .solvers import bns  # noqa: F401  (registers FAMILIES["bns"])
     if family not in FAMILIES:
         raise ValueError(f"no trainer for solver family {family!r}; known: {sorted(FAMILIES)}")
     return FAMILIES[family]

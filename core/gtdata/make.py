@@ -49,9 +49,11 @@ def read_shard(root: Path, spec: GTSpec, shard: dict[str, Any]) -> tuple[dict[st
     return tensors, header
 
 
-def _record(shard: dict[str, Any], header: dict[str, Any], size: int) -> dict[str, Any]:
+def _record(shard: dict[str, Any], header: dict[str, Any], size: int, seconds: Optional[float]) -> dict[str, Any]:
+    """The manifest's row for a shard. The wall time lives here only, not in the shard's header:
+    the content hash covers the header, and a shard must hash the same whoever made it, when."""
     return {**{k: shard[k] for k in ("index", "split", "k", "file", "start", "count", "seed")},
-            "nfe": int(header["nfe"]), "seconds": float(header["seconds"]),
+            "nfe": int(header["nfe"]), "seconds": seconds,
             "content_hash": header["content_hash"], "bytes": size}
 
 
@@ -87,6 +89,10 @@ def make_gt(field, spec: GTSpec, out_dir, dist=None, model_file: Optional[str] =
         raise ValueError(error)
     shards = spec.shards()
     records = []
+    try:  # wall times of shards finished by an earlier run (kept shards keep theirs)
+        earlier = {r["file"]: r.get("seconds") for r in read_manifest(root).get("shards", [])}
+    except (OSError, ValueError):
+        earlier = {}
     for k in owned_shards(len(shards), rank, world):
         shard = shards[k]
         path = root / shard["file"]
@@ -97,7 +103,7 @@ def make_gt(field, spec: GTSpec, out_dir, dist=None, model_file: Optional[str] =
         if path.exists():
             try:
                 _, header = read_shard(root, spec, shard)
-                records.append(_record(shard, header, path.stat().st_size))
+                records.append(_record(shard, header, path.stat().st_size, earlier.get(shard["file"])))
                 say(f"rank {rank}: {shard['file']} already done, kept")
                 continue
             except CheckpointError as e:
@@ -106,10 +112,9 @@ def make_gt(field, spec: GTSpec, out_dir, dist=None, model_file: Optional[str] =
         tensors, nfe = solve_shard(field, spec, shard)
         seconds = time.perf_counter() - t0
         header = {"dataset_id": spec.dataset_id, "shard": {k: shard[k] for k in
-                  ("index", "split", "k", "start", "count", "seed")}, "nfe": nfe, "seconds": round(seconds, 4),
-                  "spec": spec.content_dict()}
+                  ("index", "split", "k", "start", "count", "seed")}, "nfe": nfe, "spec": spec.content_dict()}
         digest = checkpoint.save(path, tensors, header, kind=SHARD_KIND)
-        records.append(_record(shard, {**header, "content_hash": digest}, path.stat().st_size))
+        records.append(_record(shard, {**header, "content_hash": digest}, path.stat().st_size, round(seconds, 4)))
         say(f"rank {rank}: {shard['file']}: {shard['count']} {shard['split']} paths, NFE {nfe}, {seconds:.2f} s")
     if dist is not None:
         gathered = dist.gather(records)

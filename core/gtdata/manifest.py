@@ -33,7 +33,7 @@ def finish_manifest(manifest: dict[str, Any], records: list[dict[str, Any]]) -> 
     """The manifest with every shard's record (sorted by index) and the totals."""
     records = sorted(records, key=lambda r: r["index"])
     totals = {"paths": sum(r["count"] for r in records), "nfe": sum(r["nfe"] for r in records),
-              "bytes": sum(r["bytes"] for r in records), "seconds": round(sum(r["seconds"] for r in records), 3)}
+              "bytes": sum(r["bytes"] for r in records), "seconds": round(sum(r["seconds"] or 0.0 for r in records), 3)}
     return {**manifest, "complete": True, "shards": records, "totals": totals}
 
 

@@ -1,4 +1,4 @@
-"""Bespoke Non-Stationary (BNS) solvers (Shaul et al. 2024, arXiv 2403.01329), MATH.md section 4.
+"""Bespoke Non-Stationary (BNS) solvers (Shaul et al. 2024, arXiv 2403.01329), docs/MATH.md section 4.
 
 An NS solver with n steps (n NFE) has a time grid 0 = r_0 < ... < r_n = 1 and, per step, its own
 linear update on the start point and ALL previous velocities (the reduced form)
@@ -9,7 +9,7 @@ as a LinearScheme (core/solvers/linear.py) with one evaluation per distinct time
 
 Preconditioning [a reconstruction: the paper runs the NS solver on an ST-transformed VF; the exact
 scheduler is not in our sources]: u_bar is the model's VF moved to the path alpha_bar_r = r,
-sigma_bar_r = sigma0 (1 - r) (core.paths.ScaledOTPath) by the ST map of MATH.md section 2,
+sigma_bar_r = sigma0 (1 - r) (core.paths.ScaledOTPath) by the ST map of docs/MATH.md §2.3,
 x_bar(r) = s_r x(t_r), computed with core.paths.path_st_map. So x_bar_0 = s_0 x0 (= sigma0 x0 on
 FM-OT), s = 1 at r = 1 (the same sample), and u_bar_j = s'_j x_j + t'_j s_j u(t_j, x_j) in the
 model's own variables, so the solver is still an NS solver there (decode gives both forms, and
@@ -18,8 +18,9 @@ model's alpha_0 > 0 (eps-VP) the r-grid starts at r_start = rho_bar^{-1}(rho(0))
 0 (still t_0 = 0). A field with no Gaussian path is solved as it is (sigma0 must be 1).
 
 Training (BNS paper): maximise the PSNR of the full unrolled solve against a fixed set of GT pairs
-(x0, x1) made once with dopri5, with a held-out validation split (`BNSObjective`, registered as
-core.train.FAMILIES["bns"]). A solver is trained for one model, one NFE and one guidance scale.
+(x0, x1) made once with dopri5, with a held-out validation split (`BNSObjective`). `build_bns` is
+the builder core.train uses for the "bns" family: core.train imports this module, never the other
+way round. A solver is trained for one model, one NFE and one guidance scale.
 """
 from __future__ import annotations
 
@@ -393,11 +394,3 @@ def build_bns(field, spec, cfg, device, gt=None):
     obj = BNSObjective(field, x0[:n_train], x1[:n_train], x0[n_train:], x1[n_train:], cfg.batch_size)
     obj.gt_seconds, obj.gt_nfe = seconds, nfe
     return solver, obj
-
-
-def _register() -> None:
-    from .. import train
-    train.FAMILIES["bns"] = build_bns
-
-
-_register()
