@@ -483,3 +483,28 @@ def test_readme_diffusers_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README-diffusers", "exec"), ns)
     assert len(ns["images"]) == 1 and ns["images"][0].size == (8, 8)
     assert isinstance(ns["pipe"].scheduler, dif.BespokeScheduler) and ns["pipe"].scheduler.nfe == 8
+
+
+def test_class_conditional_unet_binds_labels_and_guidance(tmp_path):
+    """A UNet2DModel with num_class_embeds = K + 1 is K classes plus the null class K, as this
+    project's own conditional models: labels cycle by row, guidance is one batched call."""
+    unet = _unet(num_class_embeds=4)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(tmp_path)
+    field = core.load_model(tmp_path, guidance_scale=2.0)
+    assert field.num_classes == 3 and field.labels.tolist() == [0, 1, 2] and field.guidance_scale == 2.0
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(0.3)
+    tau = field.path.timestep(t).float().expand(5)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        c = field.module(x, tau, class_labels=y).sample
+        u = field.module(x, tau, class_labels=torch.full((5,), 3)).sample
+        want = field.convention.to_velocity(t, x, u + 2.0 * (c - u))
+        assert torch.allclose(field(t, x), want, atol=1e-5)
+        sub = field.for_rows(torch.tensor([1, 4]))  # rows 1 and 4 keep class 1
+        assert torch.allclose(sub(t, x[[1, 4]]), want[[1, 4]], atol=1e-5)
+        one = field.with_labels(2).with_guidance(1.0)
+        c2 = field.module(x, tau, class_labels=torch.full((5,), 2)).sample
+        assert torch.allclose(one(t, x), field.convention.to_velocity(t, x, c2), atol=1e-5)
+    with pytest.raises(ValueError, match="unconditional"):
+        dif.as_velocity_field(_unet(), DDPMScheduler(), (1, 8, 8), labels=1)
