@@ -53,7 +53,8 @@ def solver_nfes(solver, nfes: Sequence[int]) -> list[int]:
 
 def evaluate(field, solvers: Sequence, nfes: Sequence[int], x0: Tensor,
              gt: Optional[GroundTruth | Tensor] = None) -> list[dict]:
-    """One row per (solver, NFE): {"solver", "nfe", "nfe_spent", "rmse", "psnr", "wall_s", "n"}.
+    """One row per (solver, NFE): {"solver", "nfe", "nfe_spent", "rmse", "psnr", "wall_s", "n", "finite"};
+    a solver whose samples hold NaN / inf gets finite False and rmse = psnr = None.
 
     x0: (B, *D) noise; gt: GT samples from exactly this x0 (computed here when None).
     Every (solver, NFE) pair is checked before anything runs.
@@ -71,9 +72,11 @@ def evaluate(field, solvers: Sequence, nfes: Sequence[int], x0: Tensor,
             res = solver.solve(field, x0, nfe)
         wall = time.perf_counter() - start
         x = res.x.to(x1)
+        finite = bool(torch.isfinite(x).all())
         rows.append({"solver": solver.name, "nfe": int(nfe), "nfe_spent": int(res.nfe),
-                     "rmse": float(rmse(x, x1).mean()), "psnr": float(psnr(x, x1, field.data_range).mean()),
-                     "wall_s": round(wall, 4), "n": int(x0.shape[0])})
+                     "rmse": float(rmse(x, x1).mean()) if finite else None,
+                     "psnr": float(psnr(x, x1, field.data_range).mean()) if finite else None,
+                     "wall_s": round(wall, 4), "n": int(x0.shape[0]), "finite": finite})
     return rows
 
 
@@ -82,6 +85,9 @@ def format_table(rows: list[dict]) -> str:
     head = f"{'solver':<24} {'nfe':>4} {'spent':>5} {'rmse':>10} {'psnr':>8} {'wall_s':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['solver'][:24]:<24} {r['nfe']:>4} {r['nfe_spent']:>5} {r['rmse']:>10.5f} "
-                     f"{r['psnr']:>8.2f} {r['wall_s']:>8.3f}")
+        if r.get("finite", True):
+            err = f"{r['rmse']:>10.5f} {r['psnr']:>8.2f}"
+        else:  # NaN / inf samples: flagged, never a number
+            err = f"{'NON-FINITE':>10} {'-':>8}"
+        lines.append(f"{r['solver'][:24]:<24} {r['nfe']:>4} {r['nfe_spent']:>5} {err} {r['wall_s']:>8.3f}")
     return "\n".join(lines)

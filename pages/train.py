@@ -10,7 +10,7 @@ from core.solvers.learned import load_solver
 from core.solvers.bns import BNS_INITS
 from core.train import LEARNED_FAMILIES, SolverSpec, TrainConfig
 from explorer import autosave, compute, figures, jobs, livechart, state, ui, workers
-from explorer.models import MAX_UPLOAD_MB
+from explorer.models import MAX_UPLOAD_MB, UPLOAD_LIMIT_LABEL
 
 FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler on a learned scale-time path)",
                  "rk2-bespoke": "RK2-Bespoke (midpoint on a learned scale-time path)",
@@ -166,7 +166,7 @@ if rows:
 else:
     st.caption("None yet for this model: press Train above, or upload a solver saved earlier.")
 
-up = st.file_uploader(f"Upload a solver saved earlier (.safetensors, at most {MAX_UPLOAD_MB} MB)",
+up = st.file_uploader(f"Upload a solver saved earlier (.safetensors, {UPLOAD_LIMIT_LABEL})",
                       max_upload_size=MAX_UPLOAD_MB, key="train.upload")
 if up is not None:
     raw = up.getvalue()
@@ -174,6 +174,8 @@ if up is not None:
     seen = st.session_state.setdefault("train.uploaded", {})
     if digest not in seen:
         try:
+            if len(raw) > MAX_UPLOAD_MB * 10**6:
+                raise ValueError(f"the file is {len(raw) / 1e6:.1f} MB, over the limit ({UPLOAD_LIMIT_LABEL})")
             solver, header = load_solver(raw, field=field)
         except (CheckpointError, ValueError) as e:
             seen[digest] = str(e)
