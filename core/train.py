@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .field import label_period, round_to_period
-from .limits import MAX_LEARNED_NFE
+from .limits import MAX_TRAIN_NFE
 from .losses import BESPOKE_LOSSES, BespokeObjective
 from .paths import get_path, path_st_map
 from .solvers.bespoke import BespokeSolver, bespoke_from_family
@@ -45,8 +45,8 @@ class SolverSpec:
             raise ValueError(f"unknown learned solver family {self.family!r}; known: {LEARNED_FAMILIES}")
         if not isinstance(self.nfe, int) or self.nfe < 1:
             raise ValueError(f"NFE must be a positive integer, got {self.nfe!r}")
-        if self.nfe > MAX_LEARNED_NFE:
-            raise ValueError(f"a learned solver's NFE must be at most {MAX_LEARNED_NFE} (core/limits.py), got {self.nfe}")
+        if self.nfe > MAX_TRAIN_NFE:
+            raise ValueError(f"the NFE of a solver to train must be at most {MAX_TRAIN_NFE} (core/limits.py), got {self.nfe}")
         if not (math.isfinite(self.lipschitz) and self.lipschitz >= 0):
             raise ValueError(f"L_tau must be a finite number >= 0, got {self.lipschitz!r}")
         if not (math.isfinite(self.sigma0) and self.sigma0 > 0):

@@ -17,7 +17,7 @@ import torch
 from bench.bench_hostile import ROOT, SHIPPED, forge, hostile_files, solver_bytes, split
 from core import checkpoint, load_model
 from core.checkpoint import CheckpointError
-from core.limits import MAX_LEARNED_NFE, MAX_WEIGHT_ABS
+from core.limits import MAX_NFE, MAX_WEIGHT_ABS
 from core.solvers.learned import load_solver
 
 
@@ -51,8 +51,8 @@ def test_memory_bomb_solvers_refused_by_their_caps(bns_raw):
     files = hostile_files()
     assert len(files["BNS n = 20000 (1.2 KB file)"][1]) < 1200
     msg = _refused(load_solver, files["BNS n = 20000 (1.2 KB file)"][1], "20000")
-    assert str(MAX_LEARNED_NFE) in msg
-    _refused(load_solver, files["RK2-Bespoke n_steps = 1e9"][1], str(MAX_LEARNED_NFE))
+    assert str(MAX_NFE) in msg
+    _refused(load_solver, files["RK2-Bespoke n_steps = 1e9"][1], str(MAX_NFE))
 
 
 def test_peak_memory_while_refusing_hostile_files_stays_under_1_gb(tmp_path):

@@ -54,9 +54,9 @@ def test_builtin_solver_nfe_over_its_cap(capsys, tmp_path):
           1000000, "--n", 10)
 
 
-def test_learned_solver_nfe_over_its_cap_is_refused_before_anything(capsys, tmp_path, no_training):
+def test_training_nfe_over_its_cap_is_refused_before_anything(capsys, tmp_path, no_training):
     for family in ("bns", "rk2-bespoke"):
-        took = fails(capsys, r"NFE must be at most 128", "train-solver", "--model", MODEL, "--solver", family,
+        took = fails(capsys, r"NFE of a solver to train must be at most 128", "train-solver", "--model", MODEL, "--solver", family,
                      "--nfe", 1000000, "--out", tmp_path / "s.safetensors")
         assert took < 30
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .. import checkpoint
 from ..checkpoint import CheckpointError
-from ..limits import MAX_LEARNED_NFE, MAX_SOLVER_PARAMETERS
+from ..limits import MAX_NFE, MAX_SOLVER_PARAMETERS
 from .base import SolveResult, StepCallback
 
 SOLVER_CLASSES: dict[str, type["LearnedSolver"]] = {}
@@ -36,8 +36,6 @@ class LearnedSolver(nn.Module):
         super().__init__()
         if int(nfe) != nfe or nfe < 1:
             raise ValueError(f"NFE must be a positive integer, got {nfe!r}")
-        if nfe > MAX_LEARNED_NFE:
-            raise ValueError(f"a learned solver's NFE must be at most {MAX_LEARNED_NFE}, got {nfe!r}")
         self.nfe = int(nfe)
 
     @property
@@ -159,16 +157,16 @@ def load_solver(src, field=None, device=None) -> tuple[LearnedSolver, dict[str, 
 
 def _checked_config(header: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
     """The header's config, its sizes checked BEFORE a solver is built from it: the NFE and every
-    integer in the config within MAX_LEARNED_NFE, the tensors within MAX_SOLVER_PARAMETERS
+    integer in the config within MAX_NFE, the tensors within MAX_SOLVER_PARAMETERS
     numbers, and a model binding present (core/limits.py)."""
     nfe, config = header.get("nfe"), header.get("config")
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or not 1 <= nfe <= MAX_LEARNED_NFE:
-        raise CheckpointError(f"solver NFE {str(nfe)[:40]} is not an integer in [1, {MAX_LEARNED_NFE}]")
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or not 1 <= nfe <= MAX_NFE:
+        raise CheckpointError(f"solver NFE {str(nfe)[:40]} is not an integer in [1, {MAX_NFE}]")
     if not isinstance(config, dict):
         raise CheckpointError(f"solver config must be a JSON object, got {str(config)[:80]}")
     for k, v in config.items():
-        if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= MAX_LEARNED_NFE:
-            raise CheckpointError(f"solver config {k} = {v} is outside [0, {MAX_LEARNED_NFE}]")
+        if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= MAX_NFE:
+            raise CheckpointError(f"solver config {k} = {v} is outside [0, {MAX_NFE}]")
         if isinstance(v, float) and not math.isfinite(v):
             raise CheckpointError(f"solver config {k} = {v} is not finite")
     n_params = sum(t.numel() for t in tensors.values())
