@@ -52,7 +52,11 @@ Source = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: corrupt, truncated, foreign, hostile or mismatched."""
+    """A checkpoint that cannot be used: corrupt, truncated, foreign, hostile or mismatched.
+    The message is always one line (whitespace runs, newlines included, become one space)."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(" ".join(str(message).split()))
 
 
 def _tensor_bytes(t: Tensor) -> bytes:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError
-from .limits import (MAX_FILE_BYTES, MAX_SAMPLES, MAX_TRAIN_ITERS, MAX_TRAIN_SAMPLES, check_count)
+from .limits import MAX_FILE_BYTES, MAX_NFE, MAX_SAMPLES, MAX_TRAIN_ITERS, MAX_TRAIN_SAMPLES, check_count
 
 EXIT_USER_ERROR = 2
 
@@ -252,14 +252,20 @@ def cmd_sample(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate, format_table, ground_truth, solver_nfes
+    if not args.noise:
+        check_count("--n", args.n, MAX_SAMPLES)
+    for nfe in args.nfe or []:
+        check_count("--nfe", nfe, MAX_NFE)
+    if not 1e-10 <= args.gt_tol <= 1e-1:  # tighter: dopri5 spends its step budget; looser: no GT
+        raise UserError(f"--gt-tol must be in [1e-10, 0.1], got {args.gt_tol:g}")
+    if args.json:
+        _check_out(args.json, "--json")
     device = _device(args.device)
     field = _load_field(args, device)
     from .report import run_cli, wants_sweep
     if wants_sweep(args):  # NFE sweep, distances to the data, learned solvers per NFE: core/report.py
         run_cli(args, field, device, _noise(args, field, device) if args.noise else None)
         return
-    if args.json:
-        _check_out(args.json, "--json")
     solvers = [_get_solver(name, field, device) for name in args.solver]
     for s in solvers:  # check every (solver, NFE) before the expensive GT
         solver_nfes(s, args.nfe or [])

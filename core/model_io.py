@@ -188,7 +188,10 @@ def _probe(net: nn.Module, info: ModelInfo) -> None:
 def load_network(src, device=None, dtype: Optional[torch.dtype] = None) -> tuple[nn.Module, ModelInfo]:
     """The network of a model checkpoint (eval mode, no grad on its weights) and its header."""
     tensors, header = load_checkpoint(src, kind=KIND)
-    info = check_header(header)
+    try:
+        info = check_header(header)
+    except (TypeError, KeyError, AttributeError) as e:  # a value of an unexpected JSON type deep inside
+        raise _bad(f"malformed header ({type(e).__name__}: {e})") from None
     _check_tensors(info, tensors)
     _check_weights(tensors)
     net = build_network(info.arch, **info.arch_args)

@@ -50,7 +50,7 @@ def no_training(monkeypatch):
 def test_builtin_solver_nfe_over_its_cap(capsys, tmp_path):
     fails(capsys, r"NFE must be at most 1000", "sample", "--model", MODEL, "--solver", "euler", "--nfe", 1000000,
           "--n", 10, "--out", tmp_path / "a.npy")
-    fails(capsys, r"NFE must be at most 1000", "evaluate", "--model", MODEL, "--solver", "midpoint", "--nfe", 4,
+    fails(capsys, r"--nfe must be in \[1, 1,000\]", "evaluate", "--model", MODEL, "--solver", "midpoint", "--nfe", 4,
           1000000, "--n", 10)
 
 
@@ -71,6 +71,12 @@ def test_sample_count_capped(capsys, tmp_path, opt, value, cap):
 def test_training_budgets_capped(capsys, tmp_path, no_training, opt, value):
     fails(capsys, rf"{opt} must be in", "train-solver", "--model", MODEL, "--solver", "bns", "--nfe", 4, opt, value,
           "--out", tmp_path / "s.safetensors")
+
+
+def test_evaluate_arguments_checked_before_the_gt(capsys):
+    fails(capsys, r"--n must be in", "evaluate", "--model", MODEL, "--solver", "all", "--n", 10**9)
+    fails(capsys, r"--gt-tol must be in", "evaluate", "--model", MODEL, "--solver", "euler", "--nfe", 4,
+          "--gt-tol", 1e-300)
 
 
 def test_train_model_steps_capped(capsys, tmp_path):

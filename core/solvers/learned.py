@@ -135,7 +135,8 @@ def load_solver(src, field=None, device=None) -> tuple[LearnedSolver, dict[str, 
     try:
         solver = cls.from_config(config)
     except Exception as e:  # a config the family cannot build (its sizes were checked above)
-        raise CheckpointError(f"bad {family} solver config {str(config)[:200]}: {str(e)[:200]}") from None
+        why = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"bad {family} solver config {str(config)[:200]}: {why}") from None
     expected = solver.state_dict()
     if set(expected) != set(tensors):
         raise CheckpointError(f"solver tensors {sorted(tensors)[:6]} do not match a {family} solver's {sorted(expected)}")
@@ -164,11 +165,11 @@ def _checked_config(header: dict[str, Any], tensors: dict[str, Tensor]) -> dict[
         raise CheckpointError(f"solver NFE {str(nfe)[:40]} is not an integer in [1, {MAX_NFE}]")
     if not isinstance(config, dict):
         raise CheckpointError(f"solver config must be a JSON object, got {str(config)[:80]}")
-    for k, v in config.items():
+    for k, v in config.items():  # a count (n, n_steps) may come as a float too: bound every number
         if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= MAX_NFE:
-            raise CheckpointError(f"solver config {k} = {v} is outside [0, {MAX_NFE}]")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise CheckpointError(f"solver config {k} = {v} is not finite")
+            raise CheckpointError(f"solver config {str(k)[:40]} = {v} is outside [0, {MAX_NFE}]")
+        if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= MAX_NFE):
+            raise CheckpointError(f"solver config {str(k)[:40]} = {v} is outside [-{MAX_NFE}, {MAX_NFE}]")
     n_params = sum(t.numel() for t in tensors.values())
     if n_params > MAX_SOLVER_PARAMETERS:
         raise CheckpointError(f"solver file holds {n_params:,} numbers, over the limit of {MAX_SOLVER_PARAMETERS:,}")
