@@ -3,8 +3,10 @@
     train-model   train a flow / diffusion model on a built-in data set -> model checkpoint
     train-solver  learn a Bespoke / BNS solver for a model at one NFE   -> solver checkpoint
     sample        run a solver from noise                               -> .npy or .png
-    evaluate      RMSE / PSNR against GT from the same noise            -> JSON + table
+    evaluate      RMSE / PSNR against GT from the same noise, distances to the data -> JSON + table
     info          print a checkpoint's header
+    export        a solver as a diffusers scheduler folder or a sigma grid (core/export.py)
+    make-gt       solve GT paths once into a sharded data set for train-solver --gt
 
 Every user error (unknown name, missing or bad file, impossible NFE, a size over its cap in
 core/limits.py, an output that cannot be written, a solver made for another model, non-finite
@@ -59,7 +61,10 @@ def _load_field(args, device=None):
 
 def _device(name: str) -> torch.device:
     from .train_model import resolve_device
-    dev = resolve_device(name)
+    return _check_device(resolve_device(name), name)
+
+
+def _check_device(dev: torch.device, name) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"--device {name!r}: only cpu and cuda devices can run models")
     return dev
@@ -123,6 +128,18 @@ def _get_solver(name: str, field, device=None):
     return get_solver(name, field, device=device)
 
 
+def _threads_option(p) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: half the cores not already busy, at most 4, at least 1: "
+                   "1 on a 2-core machine; 0 = torch's own default, one per core)")
+
+
+def _apply_threads(args) -> int:
+    """Set torch's thread count from --threads (core/threads.py)."""
+    from .threads import set_threads
+    return set_threads(args.threads)
+
+
 def _write_json(path: str, obj) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +163,7 @@ def cmd_train_model(args) -> None:
                            hidden=args.hidden, layers=args.layers, x_freq=args.x_freq, steps=args.steps,
                            batch_size=args.batch_size, lr=args.lr, ema=args.ema, p_uncond=args.p_uncond,
                            guidance_scale=args.guidance_scale, seed=args.seed, device=args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _apply_threads(args)
     result = train_model(cfg, progress=not args.quiet)
     digest = save_model(args.out, result.net, result.header)
     print(f"saved {args.out}  model_id {digest[:16]}  final loss {result.history[-1][1]:.4f}  "
@@ -155,17 +171,37 @@ def cmd_train_model(args) -> None:
 
 
 def cmd_train_solver(args) -> None:
-    from .solvers.learned import save_solver
-    from .train import NonFiniteLossError, SolverSpec, TrainConfig, train_solver
+    from .gtdata.cli import start_processes
+    from .train import SolverSpec
     for name, value, cap in (("--iters", args.iters, MAX_TRAIN_ITERS), ("--n-train", args.n_train, MAX_TRAIN_SAMPLES),
                              ("--n-val", args.n_val, MAX_TRAIN_SAMPLES),
                              ("--batch-size", args.batch_size, MAX_TRAIN_SAMPLES)):
         check_count(name, value, cap)
-    spec = SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
-                      sigma0=args.sigma0)  # checks the NFE against its cap before anything is loaded
+    SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
+               sigma0=args.sigma0)  # checks the NFE against its cap before anything is loaded
     _check_out(args.out)
-    device = _device(args.device)
+    dist, device = start_processes(args)  # under torchrun: this process's rank and device
+    _check_device(device, args.device)
+    try:
+        _train_solver(args, device, dist)
+        if dist is not None:
+            dist.barrier()  # every rank leaves together, after rank 0 has saved
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def _train_solver(args, device, dist) -> None:
+    from .gtdata.cli import open_dataset
+    from .solvers.learned import save_solver
+    from .train import SolverSpec, TrainConfig, train_solver
+    _apply_threads(args)
     field = _load_field(args, device)
+    gt = open_dataset(args, field)
+    if dist is not None and not dist.is_main:
+        args.quiet = True  # rank 0 reports and saves
+    spec = SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
+                      sigma0=args.sigma0)
     cfg = TrainConfig(iters=args.iters, lr=args.lr, batch_size=args.batch_size, n_train=args.n_train,
                       n_val=args.n_val, device=str(device), seed=args.seed)
     bars = []  # the progress bar, made at the first event (after the GT solve)
@@ -187,17 +223,23 @@ def cmd_train_solver(args) -> None:
         bar.set_postfix(post, refresh=False)
         bar.refresh()
 
+    if not args.quiet and gt is None:
+        print(f"solving the GT paths of {cfg.n_train + cfg.n_val} noise samples (dopri5) ...", file=sys.stderr)
+        if dist is not None:
+            print(f"note: each of the {dist.world} processes solves this same GT; make it once with make-gt "
+                  f"and pass --gt", file=sys.stderr)
     def on_sigint(signum, frame) -> None:
         if not training.is_set() or stop.is_set():  # before training (GT solve), or a second Ctrl-C
             raise KeyboardInterrupt
         stop.set()
 
-    if not args.quiet:
-        print(f"solving the GT paths of {cfg.n_train + cfg.n_val} noise samples (dopri5) ...", file=sys.stderr)
-    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    from .train import NonFiniteLossError
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread and dist is None else None
     diverged = None
     try:
-        result = train_solver(field, spec, cfg, callback, stop_event=stop)
+        result = train_solver(field, spec, cfg, callback, stop_event=stop, gt=gt, dist=dist,
+                              checkpoint_activations=args.checkpoint_activations)
     except NonFiniteLossError as e:
         result, diverged = e.result, str(e)
         if not all(np.isfinite(v) for v in result.best.values()):
@@ -207,8 +249,14 @@ def cmd_train_solver(args) -> None:
             signal.signal(signal.SIGINT, previous)
         for bar in bars:
             bar.close()
+    if dist is not None and not dist.is_main:
+        return
     interrupted = result.stopped
     summary = {**result.summary(), "interrupted": interrupted}
+    if gt is not None:
+        summary["gt_dataset"] = {"dir": str(args.gt), "dataset_id": gt.manifest["dataset_id"]}
+    if dist is not None:
+        summary["processes"] = dist.world
     digest = save_solver(result.solver, args.out, field, extra=summary)
     init, best = result.init, result.best
     if diverged:
@@ -231,6 +279,7 @@ def cmd_sample(args) -> None:
     if out.suffix not in (".npy", ".png"):
         raise UserError(f"--out must end in .npy or .png, got {args.out!r}")
     _check_out(args.out)
+    _apply_threads(args)
     device = _device(args.device)
     field = _load_field(args, device)
     solver = _get_solver(args.solver, field, device)
@@ -251,7 +300,7 @@ def cmd_sample(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluate import evaluate, format_table, ground_truth, solver_nfes
+    from .evaluate import data_distances, evaluate, format_table, ground_truth, solver_nfes
     if not args.noise:
         check_count("--n", args.n, MAX_SAMPLES)
     for nfe in args.nfe or []:
@@ -260,6 +309,7 @@ def cmd_evaluate(args) -> None:
         raise UserError(f"--gt-tol must be in [1e-10, 0.1], got {args.gt_tol:g}")
     if args.json:
         _check_out(args.json, "--json")
+    threads = _apply_threads(args)
     device = _device(args.device)
     field = _load_field(args, device)
     from .report import run_cli, wants_sweep
@@ -271,15 +321,30 @@ def cmd_evaluate(args) -> None:
         solver_nfes(s, args.nfe or [])
     x0 = _noise(args, field, device)
     gt = ground_truth(field, x0, atol=args.gt_tol, rtol=args.gt_tol)
-    rows = evaluate(field, solvers, args.nfe or [], x0, gt)
+    dists, why_not = None, "--no-distances" if args.no_distances else None
+    if not args.no_distances:
+        try:  # distances of each sample set to fresh data samples, and "% of GT" (docs/MATH.md section 8)
+            dists = data_distances(field, gt.x1, seed=args.seed)
+        except ValueError as e:
+            why_not = str(e)
+            print(f"no distribution distances: {why_not}", file=sys.stderr)
+    rows = evaluate(field, solvers, args.nfe or [], x0, gt, distances=dists)
+    gt_row = {"solver": "dopri5", "atol": gt.atol, "rtol": gt.rtol, "nfe": gt.nfe, "wall_s": round(gt.wall_s, 4),
+              **(dists.gt if dists else {})}
     report = {"model": args.model, "model_id": field.model_id, "guidance_scale": field.guidance_scale,
-              "n": int(x0.shape[0]), "noise": args.noise or {"seed": args.seed},
-              "gt": {"solver": "dopri5", "atol": gt.atol, "rtol": gt.rtol, "nfe": gt.nfe, "wall_s": round(gt.wall_s, 4)},
+              "n": int(x0.shape[0]), "noise": args.noise or {"seed": args.seed}, "threads": threads,
+              "gt": gt_row, "distances": ({"names": list(dists.fns), "reference": dists.source,
+                                            "pct_of_gt": "100 * solver / gt; gt = dopri5 samples of the same noise"}
+                                           if dists else {"skipped": why_not}),
               "results": rows}
     if args.json:
         _write_json(args.json, report)
     print(f"GT: dopri5 (tol {args.gt_tol:g}), NFE {gt.nfe}, {gt.wall_s:.2f} s, {x0.shape[0]} samples")
-    print(format_table(rows))
+    if dists:
+        from .report import METRIC_LABELS
+        print(f"distances to {dists.source['n']} fresh samples of the {dists.source['data']!r} data, lower is better "
+              f"({'; '.join(f'{k} = {METRIC_LABELS.get(k, k)}' for k in dists.fns)}); % GT = 100 x solver / GT")
+    print(format_table(rows, gt_row if dists else None))
     bad = [f"{r['solver']}@{r['nfe']}" for r in rows if not r.get("finite", True)]
     if bad:
         print(f"warning: non-finite samples (rows marked NON-FINITE): {', '.join(bad)}", file=sys.stderr)
@@ -299,7 +364,7 @@ def cmd_info(args) -> None:
 # --------------------------------------------------------------------------------------
 
 def _model_options(p, guidance: bool = True) -> None:
-    p.add_argument("--model", required=True, help="model checkpoint (.safetensors)")
+    p.add_argument("--model", required=True, help="model checkpoint (.safetensors) or a diffusers pipeline folder")
     if guidance:
         p.add_argument("--guidance", type=float, default=None,
                        help="classifier-free guidance scale (conditional models; default: the checkpoint's)")
@@ -343,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default guidance scale stored in the checkpoint, labelled data (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    _threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors; a missing folder is created)")
     p.set_defaults(func=cmd_train_model)
@@ -353,22 +418,29 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--solver", required=True, choices=list(LEARNED_FAMILIES), help="learned solver family")
     p.add_argument("--nfe", type=int, required=True, help="network evaluations of the solver")
-    p.add_argument("--lipschitz", type=float, default=1.0, help="L_tau of the RMSE-bound loss (default 1)")
-    p.add_argument("--loss", default="rmse-bound", help="Bespoke loss: rmse-bound, local, final-rmse")
-    p.add_argument("--init", default="identity", help="Bespoke: identity or a path name; BNS: a base solver")
-    p.add_argument("--sigma0", type=float, default=1.0, help="BNS preconditioning scale (default 1)")
-    from .train import TrainConfig
-    d = TrainConfig()  # one source of truth for the defaults
+    from .train import SolverSpec, TrainConfig
+    d, sd = TrainConfig(), SolverSpec()  # one source of truth for the defaults (the app reads them too)
+    p.add_argument("--lipschitz", type=float, default=sd.lipschitz,
+                   help=f"L_tau of the RMSE-bound loss (default {sd.lipschitz:g})")
+    p.add_argument("--loss", default=sd.loss, help=f"Bespoke loss: rmse-bound, local, final-rmse (default {sd.loss})")
+    p.add_argument("--init", default=sd.init,
+                   help=f"Bespoke: identity or a path name; BNS: a base solver (default {sd.init})")
+    p.add_argument("--sigma0", type=float, default=sd.sigma0, help=f"BNS preconditioning scale (default {sd.sigma0:g})")
     p.add_argument("--iters", type=int, default=d.iters, help=f"Adam iterations (default {d.iters})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"GT paths per iteration (default {d.batch_size})")
     p.add_argument("--n-train", type=int, default=d.n_train, help=f"GT paths to train on (default {d.n_train})")
     p.add_argument("--n-val", type=int, default=d.n_val, help=f"validation noise samples (default {d.n_val})")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
+    _threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output solver file (.safetensors; a missing folder is created; "
                    "checked before training; Ctrl-C saves the best solver so far, marked interrupted)")
+    from .gtdata.cli import add_make_gt_parser, add_train_solver_options
+    add_train_solver_options(p)  # --gt DIR, --checkpoint-activations (core/gtdata/cli.py)
     p.set_defaults(func=cmd_train_solver)
+
+    add_make_gt_parser(sub, _model_options)  # make-gt (core/gtdata/cli.py)
 
     p = sub.add_parser("sample", help="run a solver from noise; write .npy or a .png picture",
                        description="Sample a model with a built-in solver "
@@ -377,14 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", required=True, help="built-in solver name or learned solver file")
     p.add_argument("--nfe", type=int, required=True, help="network evaluations")
     _noise_options(p, 1000)
+    _threads_option(p)
     p.add_argument("--out", required=True, help="samples.npy, or a .png scatter (2-D) / image grid (a missing "
                    "folder is created)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="RMSE / PSNR of solvers against GT from the same noise",
                        description="For each solver and NFE: RMSE and PSNR against dopri5 GT samples from the "
-                       "same noise (GT solved once), the NFE spent and the wall time. A learned solver is "
-                       "evaluated at the NFE it was trained for.")
+                       "same noise (GT solved once), the distance of the sample set to fresh samples of the "
+                       "model's data (sliced Wasserstein and energy distance for 2-D data, the digits-classifier "
+                       "Frechet distance for digits, not Inception FID) with '%% of GT' (the GT samples' own "
+                       "distance = 100), the NFE spent and the wall time. A learned solver is evaluated at the "
+                       "NFE it was trained for.")
     _model_options(p)
     p.add_argument("--solver", required=True, action="extend", nargs="+",
                    help="built-in names and/or learned solver files (repeatable); 'all' = every built-in "
@@ -394,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     _noise_options(p, 1000)
     p.add_argument("--gt-tol", type=float, default=1e-5, help="dopri5 atol = rtol of the GT (default 1e-5)")
     p.add_argument("--json", default=None, help="write the results to this JSON file (a missing folder is created)")
+    p.add_argument("--no-distances", action="store_true",
+                   help="skip the distances to the data (sliced Wasserstein / energy for 2-D, digits FD for digits)")
+    _threads_option(p)
     from .report import add_cli_options
     add_cli_options(p)  # sweep mode: --train-learned, budgets, --out-dir, --plot (core/report.py)
     p.set_defaults(func=cmd_evaluate)
@@ -402,10 +481,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "checkpoint's JSON header (validated, never unpickled).")
     p.add_argument("file")
     p.set_defaults(func=cmd_info)
+
+    from .export import add_parser as add_export_parser
+    add_export_parser(sub, _model_options)  # export: core/export.py
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    threads_before = torch.get_num_threads()  # --threads applies to this command only (matters in-process)
     try:
         args = build_parser().parse_args(argv)
         args.func(args)
@@ -422,4 +505,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads_before)
     return 0

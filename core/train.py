@@ -145,8 +145,16 @@ def _better(a: float, b: float, mode: str) -> bool:
 
 def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
         callback: Optional[Callable[[TrainEvent], None]] = None,
-        stop_event: Optional[threading.Event] = None, spec: Optional[SolverSpec] = None) -> TrainResult:
-    """Adam on objective.loss; validation every cfg.val_every iterations; best kept."""
+        stop_event: Optional[threading.Event] = None, spec: Optional[SolverSpec] = None,
+        dist=None) -> TrainResult:
+    """Adam on objective.loss; validation every cfg.val_every iterations; best kept.
+
+    dist: a core.distributed.DistContext (data parallel over torch.distributed ranks): each rank
+    computes its rows of every batch, the gradients are all-reduced, rank 0 validates."""
+    validate = objective.validate
+    if dist is not None:
+        dist.attach(objective)
+        validate = dist.validated(objective.validate)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(solver.parameters(), lr=cfg.lr)
     if cfg.lr_schedule == "cosine":
@@ -159,7 +167,7 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
     def snapshot() -> dict:
         return {k: v.detach().clone() for k, v in solver.state_dict().items()}
 
-    result.init = objective.validate(solver)
+    result.init = validate(solver)
     result.best = dict(result.init)
     best_state = snapshot()
     result.history.append({"iteration": 0, "loss": float("nan"), "elapsed": 0.0, **result.init})
@@ -174,13 +182,16 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
         if stop_event is not None and stop_event.is_set():
             result.stopped = True
             break
-        loss = objective.loss(solver, gen).mean()
+        per_sample = objective.loss(solver, gen)
+        loss = per_sample.mean() if dist is None else dist.batch_mean(per_sample)
         bad = None
         if not torch.isfinite(loss):
             bad = f"loss is {loss.item()}"
         else:
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if dist is not None:
+                dist.reduce_gradients(solver.parameters())
             grads = [p.grad for p in solver.parameters() if p.grad is not None]
             if any(not torch.isfinite(g).all() for g in grads):
                 bad = "gradient has non-finite values"
@@ -204,7 +215,7 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
                                      f"smaller learning rate", result)
         metrics = None
         if it % cfg.val_every == 0 or it == cfg.iters:
-            metrics = objective.validate(solver)
+            metrics = validate(solver)
             if _better(metrics[objective.metric], result.best[objective.metric], objective.mode):
                 result.best, result.best_iteration, best_state = dict(metrics), it, snapshot()
         elapsed = time.perf_counter() - t_start
@@ -225,8 +236,9 @@ def make_noise(field, n: int, seed: int, device) -> torch.Tensor:
     return field.noise(n, generator=gen).to(device)
 
 
-def build_bespoke(field, spec: SolverSpec, cfg: TrainConfig, device):
-    """A Bespoke solver and its objective (GT path pool solved once)."""
+def build_bespoke(field, spec: SolverSpec, cfg: TrainConfig, device, gt=None):
+    """A Bespoke solver and its objective (GT path pool solved once, or read from `gt`, a
+    core.gtdata.GTDataset made with store "paths")."""
     if spec.loss not in BESPOKE_LOSSES:
         raise ValueError(f"unknown Bespoke loss {spec.loss!r}; known: {BESPOKE_LOSSES}")
     solver = bespoke_from_family(spec.family, spec.nfe)
@@ -236,24 +248,32 @@ def build_bespoke(field, spec: SolverSpec, cfg: TrainConfig, device):
         target = get_path(spec.init)
         solver.init_from_st(lambda r: path_st_map(field.path, target, r, normalize=True))
     solver.to(device)
-    period = label_period(field)  # conditional models: keep every sample at its label residue
-    n_train, n_val = round_to_period(cfg.n_train, period), round_to_period(cfg.n_val, period)
-    x0 = make_noise(field, n_train + n_val, cfg.seed, device)
     t0 = time.perf_counter()
-    pool = GTPool.build(field, x0, n_grid=cfg.gt_grid, atol=cfg.gt_atol, rtol=cfg.gt_rtol)
+    if gt is not None:
+        gt.check_field(field)
+        train, val = gt.pools(device)
+    else:
+        period = label_period(field)  # conditional models: keep every sample at its label residue
+        n_train, n_val = round_to_period(cfg.n_train, period), round_to_period(cfg.n_val, period)
+        x0 = make_noise(field, n_train + n_val, cfg.seed, device)
+        train, val = GTPool.build(field, x0, n_grid=cfg.gt_grid, atol=cfg.gt_atol, rtol=cfg.gt_rtol).split(n_val)
     gt_seconds = time.perf_counter() - t0
-    train, val = pool.split(n_val)
     obj = BespokeObjective(field, train, val, spec.lipschitz, spec.loss, cfg.batch_size)
-    obj.gt_seconds, obj.gt_nfe = gt_seconds, pool.nfe
+    obj.gt_seconds, obj.gt_nfe = gt_seconds, train.nfe
     return solver, obj
 
 
-FAMILIES: dict[str, Callable] = {"rk1-bespoke": build_bespoke, "rk2-bespoke": build_bespoke}
+def build_bns(field, spec: SolverSpec, cfg: TrainConfig, device, gt=None):
+    """A BNS solver and its objective (core.solvers.bns.build_bns; imported on first use so
+    that importing core.train stays light); `gt` as for build_bespoke."""
+    from .solvers.bns import build_bns as build
+    return build(field, spec, cfg, device, gt=gt)
+
+
+FAMILIES: dict[str, Callable] = {"rk1-bespoke": build_bespoke, "rk2-bespoke": build_bespoke, "bns": build_bns}
 
 
 def _family_builder(family: str) -> Callable:
-    if family == "bns" and "bns" not in FAMILIES:
-        from .solvers import bns  # noqa: F401  (registers FAMILIES["bns"])
     if family not in FAMILIES:
         raise ValueError(f"no trainer for solver family {family!r}; known: {sorted(FAMILIES)}")
     return FAMILIES[family]
@@ -261,13 +281,23 @@ def _family_builder(family: str) -> Callable:
 
 def train_solver(field, spec: SolverSpec, cfg: TrainConfig = TrainConfig(),
                  callback: Optional[Callable[[TrainEvent], None]] = None,
-                 stop_event: Optional[threading.Event] = None) -> TrainResult:
-    """Build, train and return a learned solver for `field` (see module docstring)."""
-    device = resolve_device(cfg.device)
+                 stop_event: Optional[threading.Event] = None, gt=None, dist=None,
+                 checkpoint_activations: bool = False) -> TrainResult:
+    """Build, train and return a learned solver for `field` (see module docstring).
+
+    gt: a GT data set (core.gtdata.open_gt) to train and validate on instead of solving GT here
+    (its sizes replace cfg.n_train / n_val / tolerances). dist: data-parallel ranks (see fit).
+    checkpoint_activations: recompute the network in backward instead of keeping its activations
+    through the unrolled steps (core.distributed.checkpointing; same gradients, bounded memory)."""
+    device = dist.device if dist is not None else resolve_device(cfg.device)
     field.to(device)
     torch.manual_seed(cfg.seed)
-    solver, objective = _family_builder(spec.family)(field, spec, cfg, device)
-    result = fit(solver, objective, cfg, callback, stop_event, spec=spec)
+    builder = _family_builder(spec.family)
+    solver, objective = builder(field, spec, cfg, device) if gt is None else builder(field, spec, cfg, device, gt=gt)
+    if checkpoint_activations:
+        from .distributed.checkpointing import checkpointed
+        objective.field = checkpointed(objective.field)
+    result = fit(solver, objective, cfg, callback, stop_event, spec=spec, dist=dist)
     result.gt_seconds = getattr(objective, "gt_seconds", 0.0)
     result.gt_nfe = getattr(objective, "gt_nfe", 0)
     return result

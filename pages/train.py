@@ -9,13 +9,16 @@ from core.checkpoint import CheckpointError
 from core.solvers.learned import load_solver
 from core.solvers.bns import BNS_INITS
 from core.train import LEARNED_FAMILIES, SolverSpec, TrainConfig
-from explorer import autosave, compute, figures, jobs, livechart, state, ui, workers
+from explorer import autosave, compute, evaluation, figures, jobs, livechart, state, ui, workers
 from explorer.models import MAX_UPLOAD_MB, UPLOAD_LIMIT_LABEL
 
-FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler on a learned scale-time path)",
-                 "rk2-bespoke": "RK2-Bespoke (midpoint on a learned scale-time path)",
-                 "bns": "BNS (Bespoke Non-Stationary: learned time grid + multistep coefficients)"}
+# Short enough for the selectbox's width (a longer label was cut off); the help says the rest.
+FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler)", "rk2-bespoke": "RK2-Bespoke (midpoint)",
+                 "bns": "BNS (non-stationary)"}
+FAMILY_HELP = ("RK1/RK2-Bespoke: Euler / midpoint on a learned scale-time path. BNS (Bespoke Non-Stationary): "
+               "a learned time grid and, per step, learned weights of the start point and all velocities so far.")
 BESPOKE_INITS = ("identity", "fm-cs", "edm")
+SPEC0, CFG0 = SolverSpec(), TrainConfig()  # the form's defaults: core.train's, the CLI's too
 
 ui.header(
     "Train a solver",
@@ -38,21 +41,21 @@ model_key = state.field_key()
 # --- The form ------------------------------------------------------------------------------
 c1, c2, c3 = st.columns(3)
 with c1:
-    family = st.selectbox("Solver family", LEARNED_FAMILIES, key=state.kept("train.family", "rk2-bespoke"),
-                          format_func=lambda f: FAMILY_LABELS.get(f, f))
-    nfe = st.number_input("NFE (network evaluations)", 1, 64, step=1, key=state.kept("train.nfe", 8),
+    family = st.selectbox("Solver family", LEARNED_FAMILIES, key=state.kept("train.family", SPEC0.family),
+                          format_func=lambda f: FAMILY_LABELS.get(f, f), help=FAMILY_HELP)
+    nfe = st.number_input("NFE (network evaluations)", 1, 64, step=1, key=state.kept("train.nfe", SPEC0.nfe),
                           help="RK2-Bespoke uses 2 evaluations per step, so its NFE must be even.")
 with c2:
     is_bns = family == "bns"
     if is_bns:
         sigma0 = st.number_input("sigma0 (BNS preconditioning)", 0.05, 100.0, step=0.5,
-                                 key=state.kept("train.sigma0", 1.0),
+                                 key=state.kept("train.sigma0", SPEC0.sigma0),
                                  help="The NS solver runs on the path alpha_r = r, sigma_r = sigma0 (1 - r) "
                                       "(a reconstruction of the paper's preconditioning; 1 = none on FM-OT).")
         init_options = tuple(i for i in BNS_INITS if i in ("euler", "midpoint") or field.path is not None)
     else:
         lipschitz = st.number_input("L_tau (Lipschitz constant in the loss)", 0.0, 50.0, step=0.5,
-                                    key=state.kept("train.lipschitz", 1.0),
+                                    key=state.kept("train.lipschitz", SPEC0.lipschitz),
                                     help="Weights M_i of the local errors; the paper uses 1.")
         init_options = BESPOKE_INITS if field.path is not None else ("identity",)
     init_key = state.kept(f"train.init.{'bns' if is_bns else 'bespoke'}", init_options[0])
@@ -62,17 +65,17 @@ with c2:
                         help="identity = the base RK solver itself; a path name = the ST map to that path "
                              "(e.g. EDM's schedule); for BNS, the base solver it starts as.")
 with c3:
-    lr = st.number_input("Learning rate (Adam)", 1e-5, 1.0, step=1e-3, format="%.4f", key=state.kept("train.lr", 2e-3))
-    iters = st.number_input("Iterations", 1, 20000, step=50, key=state.kept("train.iters", 300))
+    lr = st.number_input("Learning rate (Adam)", 1e-5, 1.0, step=1e-3, format="%.4f", key=state.kept("train.lr", CFG0.lr))
+    iters = st.number_input("Iterations", 1, 20000, step=50, key=state.kept("train.iters", CFG0.iters))
 with st.expander("Budget: batch, GT paths, validation, seed"):
     b1, b2, b3, b4, b5 = st.columns(5)
-    batch = b1.number_input("Batch size", 8, 4096, step=64, key=state.kept("train.batch", 256))
-    n_train = b2.number_input("GT paths to train on", 16, 20000, step=256, key=state.kept("train.n_train", 1024),
+    batch = b1.number_input("Batch size", 8, 4096, step=64, key=state.kept("train.batch", CFG0.batch_size))
+    n_train = b2.number_input("GT paths to train on", 16, 20000, step=256, key=state.kept("train.n_train", CFG0.n_train),
                               help="Noise samples whose adaptive-solver (dopri5) paths are solved once, before training.")
-    n_val = b3.number_input("Validation samples", 8, 4096, step=64, key=state.kept("train.n_val", 256),
+    n_val = b3.number_input("Validation samples", 8, 4096, step=64, key=state.kept("train.n_val", CFG0.n_val),
                             help="Held-out noise: the curves' validation RMSE / PSNR to GT, and the best solver kept.")
-    val_every = b4.number_input("Validate every", 1, 1000, step=5, key=state.kept("train.val_every", 10))
-    seed = b5.number_input("Seed", 0, 10_000, step=1, key=state.kept("train.seed", 0))
+    val_every = b4.number_input("Validate every", 1, 1000, step=5, key=state.kept("train.val_every", CFG0.val_every))
+    seed = b5.number_input("Seed", 0, 10_000, step=1, key=state.kept("train.seed", CFG0.seed))
 
 if st.button("Train", type="primary", key="train.start", icon=":material/play_arrow:"):
     try:
@@ -82,6 +85,9 @@ if st.button("Train", type="primary", key="train.start", icon=":material/play_ar
                           n_val=int(n_val), val_every=int(val_every), seed=int(seed))
         if family == "rk2-bespoke" and spec.nfe % 2:
             raise ValueError(f"RK2-Bespoke uses 2 evaluations per step, so its NFE must be even; got {spec.nfe}")
+        if cfg.seed == evaluation.EVAL_SEED:
+            raise ValueError(f"seed {cfg.seed} draws the evaluation set's noise (the other pages measure solvers on "
+                             "it); pick another seed so that training stays held out from it")
     except ValueError as e:
         ui.show_error(str(e))
     else:
@@ -90,6 +96,7 @@ if st.button("Train", type="primary", key="train.start", icon=":material/play_ar
                                "model_id": field.model_id, "guidance": field.guidance_scale})
         state.add_job(jobs.start(job, workers.train_job(field, spec, cfg)))
         st.session_state["train.focus"] = job.id
+        st.rerun()  # redraw everything (the sidebar's job count, the run list) with the new job
 
 # --- Live view of the focused run ------------------------------------------------------------
 train_jobs = state.session_jobs("train", model_key)
@@ -102,14 +109,23 @@ if train_jobs:
         focus_id = st.selectbox("Run", [j.id for j in train_jobs][::-1], index=0 if focus_id == train_jobs[-1].id
                                 else [j.id for j in train_jobs][::-1].index(focus_id),
                                 format_func=lambda i: f"run {i}: {by_id[i].label} ({by_id[i].status})",
-                                key=f"train.run_pick.{len(train_jobs)}")
+                                help="Each run's status as of the last redraw; the page redraws when any run "
+                                     "starts or ends.",
+                                # a new widget whenever a run's status changes: the browser keeps
+                                # showing a kept selectbox's old option text otherwise ("(running)")
+                                key="train.run_pick." + ".".join(f"{j.id}{j.status}" for j in train_jobs))
         st.session_state["train.focus"] = focus_id
     job = by_id[focus_id]
     identity = {"identity": compute.reference_maps(field, 51)["identity"]}  # the rest: Schedules page
+    drawn = {j.id: j.status for j in train_jobs}  # what this run of the page shows for each run
+    watching = any(not j.is_finished or not j.harvested for j in train_jobs)
+    family_of = job.params.get("spec", {}).get("family", "")
 
-    @st.fragment(run_every=0.2 if not job.is_finished else None)
+    @st.fragment(run_every=0.2 if watching else None)
     def live(job=job):
-        if job.is_finished and not job.harvested:
+        # Any run that started, ended or failed since the page was drawn: redraw the whole page
+        # (the run selector's status, the sidebar, the solver list), not just this chart.
+        if any(j.status != drawn.get(j.id) or (j.is_finished and not j.harvested) for j in train_jobs):
             state.harvest()
             st.rerun()
         cols = st.columns([4, 1])
@@ -126,7 +142,9 @@ if train_jobs:
         params = dict(job.latest)
         if hist:
             schedule = {"learned (now)": params, **identity} if compute.is_st_params(params) else None
-            fig = figures.training_live(hist, schedule, ("learned (now)",), params.get("time_grid"))
+            title = ("Training, live" if not job.is_finished else
+                     f"Training: run {job.id} {job.status} after {job.elapsed:.1f} s")
+            fig = figures.training_live(hist, schedule, ("learned (now)",), params.get("time_grid"), family_of, title)
             if job.is_finished:
                 st.plotly_chart(fig, key="train.live")
             else:  # moved in place several times a second (see explorer/livechart.py)
@@ -138,7 +156,11 @@ if train_jobs:
             last_val = [h for h in hist if "rmse" in h]
             if last_val:
                 v = last_val[-1]
-                st.caption(f"Latest validation at iteration {v['iteration']}: {ui.metric_line(v['rmse'], v['psnr'])}. "
+                n_val = job.params.get("cfg", {}).get("n_val", "?")
+                seed_ = job.params.get("cfg", {}).get("seed", "?")
+                st.caption(f"Latest validation at iteration {v['iteration']}: {ui.metric_line(v['rmse'], v['psnr'])} "
+                           f"on the run's own {n_val} validation noise samples (seed {seed_}, never trained on; the "
+                           "other pages measure on the evaluation set, so their numbers differ a little). "
                            "Row 2: the solver right now (derivatives and the comparison with the dedicated "
                            "schedules: Schedules page).")
 
@@ -148,10 +170,15 @@ if train_jobs:
 st.subheader("Solvers in this session")
 rows = state.solvers(field)
 if rows:
-    st.dataframe([{"solver": r.label, "family": r.family, "NFE": r.solver.nfe, "best RMSE": r.best.get("rmse"),
-                   "best PSNR (dB)": r.best.get("psnr"), "free parameters": r.solver.num_free_parameters,
+    st.dataframe([{"solver": r.label, "family": r.family, "NFE": r.solver.nfe, "best validation RMSE": r.best.get("rmse"),
+                   "best validation PSNR (dB)": r.best.get("psnr"), "free parameters": r.solver.num_free_parameters,
                    "source": r.source, "note": r.note} for r in rows], hide_index=True, key="train.solvers")
+    st.caption("Validation: each run's own held-out noise (its seed, its number of validation samples). The "
+               "Samples, Paths and Benchmark pages measure every solver on the model's evaluation set "
+               f"({evaluation.describe(field)}).")
     by_id = {r.id: r for r in rows}
+    if st.session_state.get("train.pick_next") in by_id:  # a solver just added: show it picked
+        st.session_state["train.solver_pick"] = st.session_state.pop("train.pick_next")
     pick = st.selectbox("Solver", list(by_id)[::-1], format_func=lambda i: by_id[i].label, key="train.solver_pick")
     d1, d2 = st.columns(2)
     with d1:
@@ -169,26 +196,38 @@ else:
 up = st.file_uploader(f"Upload a solver saved earlier (.safetensors, {UPLOAD_LIMIT_LABEL})",
                       max_upload_size=MAX_UPLOAD_MB, key="train.upload")
 if up is not None:
-    raw = up.getvalue()
-    digest = hashlib.sha256(raw).hexdigest()
-    seen = st.session_state.setdefault("train.uploaded", {})
-    if digest not in seen:
+    # Every upload is processed once: an upload is one file_id (the same file uploaded again,
+    # e.g. after "Remove from the list", is a new one); the outcome stays shown while the file does.
+    outcome = st.session_state.setdefault("train.upload_outcome", {})
+    if up.file_id not in outcome:
+        raw = up.getvalue()
         try:
             if len(raw) > MAX_UPLOAD_MB * 10**6:
                 raise ValueError(f"the file is {len(raw) / 1e6:.1f} MB, over the limit ({UPLOAD_LIMIT_LABEL})")
             solver, header = load_solver(raw, field=field)
         except (CheckpointError, ValueError) as e:
-            seen[digest] = str(e)
+            outcome[up.file_id] = ("error", f"Could not use {up.name!r}: {e}")
         else:
-            extra = header.get("train") or {}
-            best = extra.get("best") if isinstance(extra.get("best"), dict) else {}
-            state.add_solver(state.SolverEntry(f"#{len(state.solvers()) + 1} uploaded {up.name}", solver,
-                                               field.model_id, field.guidance_scale, "uploaded", spec=header,
-                                               best=best))
-            seen[digest] = ""
-            st.rerun()
-    if seen[digest]:
-        ui.show_error(f"Could not use {up.name!r}: {seen[digest]}")
+            digest = hashlib.sha256(raw).hexdigest()
+            same = [r for r in state.solvers(field) if r.file_digest == digest]
+            if same:
+                outcome[up.file_id] = ("info", f"{up.name!r} is already in the list as {same[0].label}.")
+            else:
+                extra = header.get("train") or {}
+                best = extra.get("best") if isinstance(extra.get("best"), dict) else {}
+                entry = state.add_solver(state.SolverEntry(state.numbered(f"uploaded {up.name}"), solver,
+                                                           field.model_id, field.guidance_scale, "uploaded",
+                                                           spec=header, best=best, file_digest=digest))
+                outcome[up.file_id] = ("success", f"Added {up.name!r} to the list as {entry.label}.")
+                st.session_state["train.pick_next"] = entry.id
+                st.rerun()
+    kind_, message = outcome[up.file_id]
+    if kind_ == "error":
+        ui.show_error(message)
+    elif kind_ == "info":
+        st.info(message)
+    else:
+        st.success(message)
 
 saved_runs = autosave.list_runs(field.model_id, field.guidance_scale)
 if saved_runs:
@@ -209,7 +248,7 @@ if saved_runs:
             else:
                 extra = header.get("train") or {}
                 best = extra.get("best") if isinstance(extra.get("best"), dict) else {}
-                state.add_solver(state.SolverEntry(f"#{len(state.solvers()) + 1} restored {os.path.basename(chosen)}",
+                state.add_solver(state.SolverEntry(state.numbered(f"restored {os.path.basename(chosen)}"),
                                                    solver, field.model_id, field.guidance_scale, "restored",
                                                    spec=header, best=best))
                 st.rerun()

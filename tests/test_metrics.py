@@ -1,6 +1,7 @@
 """Metrics on cases with known answers."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,10 +50,11 @@ def test_frechet_from_moments_non_commuting_matches_definition():
     la, lb = torch.randn(4, 4, generator=g, dtype=torch.float64), torch.randn(4, 4, generator=g, dtype=torch.float64)
     A, B = la @ la.T + 0.1 * torch.eye(4, dtype=torch.float64), lb @ lb.T
     # 1-D reference: for scalars FD = (sqrt(a) - sqrt(b))^2; in general the cross term equals
-    # the nuclear norm of A^1/2 B^1/2.
-    ra, rb = metrics._sqrtm_psd(A), metrics._sqrtm_psd(B)
-    cross = torch.linalg.matrix_norm(ra @ rb, ord="nuc")
-    expected = float(torch.trace(A) + torch.trace(B) - 2 * cross)
+    # tr((A B)^1/2) (the eigenvalues of A B are those of A^1/2 B A^1/2), computed here with scipy's
+    # general matrix square root, independently of the code's symmetric route.
+    import scipy.linalg
+    cross = np.trace(scipy.linalg.sqrtm(A.numpy() @ B.numpy())).real
+    expected = float(torch.trace(A) + torch.trace(B)) - 2 * cross
     zero = torch.zeros(4, dtype=torch.float64)
     assert metrics.frechet_from_moments(zero, A, zero, B) == pytest.approx(expected, rel=1e-10)
 
@@ -127,6 +129,34 @@ def test_distances_reject_bad_input():
         metrics.sliced_wasserstein(torch.full((3, 2), float("nan")), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="0"):
         metrics.sliced_wasserstein(torch.zeros(3, 2), torch.zeros(3, 2), n_projections=0)
+
+
+def test_bad_input_messages_name_the_argument_and_value():
+    z = torch.zeros(4, 2)
+    nan = torch.zeros(4, 2)
+    nan[1, 0] = float("nan")
+    for fn in (metrics.sliced_wasserstein, metrics.energy_distance):
+        with pytest.raises(ValueError, match=r"^a has 1 non-finite value\(s\)$"):
+            fn(nan, z)
+        with pytest.raises(ValueError, match=r"^b has 1 non-finite value\(s\)$"):
+            fn(z, nan)
+        with pytest.raises(ValueError, match=r"^a must be \(N, F\) or \(N, \*D\), got shape \(4,\)$"):
+            fn(torch.zeros(4), z)
+    with pytest.raises(ValueError, match=r"^p must be >= 1, got 0.5$"):
+        metrics.sliced_wasserstein(z, z, p=0.5)
+    with pytest.raises(ValueError, match=r"^need at least 2 samples to fit a covariance, got 1$"):
+        metrics.gaussian_moments(torch.zeros(1, 5))
+    with pytest.raises(ValueError, match=r"B >= 1, got \(0, 3\)"):
+        metrics.mse(torch.zeros(0, 3), torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="data_range must be positive, got 0"):
+        metrics.psnr(z, z + 1, data_range=0)
+
+
+def test_percent_of_gt_values_and_a_zero_floor():
+    assert metrics.percent_of_gt(3.0, 2.0) == 150.0
+    assert metrics.percent_of_gt(0.5, 0.0) == math.inf  # any distance above a zero floor
+    assert metrics.percent_of_gt(2.0, 0.0) == math.inf
+    assert metrics.percent_of_gt(0.0, 0.0) == 100.0  # as good as the GT solver
 
 
 def test_broken_sampler_scores_worse_than_gt():
