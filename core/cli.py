@@ -128,6 +128,8 @@ def cmd_train_solver(args) -> None:
     dist, device = start_processes(args)  # under torchrun: this process's rank and device
     try:
         _train_solver(args, device, dist)
+        if dist is not None:
+            dist.barrier()  # every rank leaves together, after rank 0 has saved
     finally:
         if dist is not None:
             dist.close()
@@ -164,6 +166,9 @@ def _train_solver(args, device, dist) -> None:
 
     if not args.quiet and gt is None:
         print(f"solving the GT paths of {cfg.n_train + cfg.n_val} noise samples (dopri5) ...", file=sys.stderr)
+        if dist is not None:
+            print(f"note: each of the {dist.world} processes solves this same GT; make it once with make-gt "
+                  f"and pass --gt", file=sys.stderr)
     from .train import NonFiniteLossError
     try:
         result = train_solver(field, spec, cfg, callback, gt=gt, dist=dist,
