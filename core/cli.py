@@ -506,5 +506,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     finally:
-        torch.set_num_threads(threads_before)
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
     return 0
