@@ -40,7 +40,7 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "losses": (["core/losses.py"], ["tests/test_losses.py", "tests/test_bespoke.py"]),
     "metrics": (["core/metrics.py"], ["tests/test_metrics.py"]),
     "checkpoint": (["core/checkpoint.py"], ["tests/test_checkpoint.py", "tests/test_model_io.py"]),
-    "paths": (["core/paths.py"], ["tests/test_paths.py", "tests/test_dedicated.py"]),
+    "paths": (["core/paths.py"], ["tests/test_paths.py", "tests/test_dedicated.py", "tests/test_diffusers.py"]),
     "solvers": (["core/solvers/*.py"], ["tests/test_classical.py", "tests/test_dedicated.py", "tests/test_linear.py",
                                         "tests/test_bespoke.py", "tests/test_bns.py"]),
 }
