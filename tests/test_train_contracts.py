@@ -136,6 +136,7 @@ def test_history_and_events_report_every_iteration(bespoke_objective):
     assert [e.iteration for e in events] == [h["iteration"] for h in res.history] == list(range(8))
     assert all(e.total_iters == 7 for e in events)
     assert math.isnan(res.history[0]["loss"]) and math.isnan(events[0].loss)
+    assert res.history[0]["elapsed"] == events[0].elapsed == 0.0  # the initial solver: before any training
     for e, h in zip(events[1:], res.history[1:]):
         assert e.loss == h["loss"] and math.isfinite(e.loss) and e.loss > 0
         assert (e.metrics is not None) == (e.iteration in (3, 6, 7))
