@@ -158,3 +158,17 @@ def test_python_dash_m_core_exit_status_and_one_line(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"error: model file not found: {str(tmp_path / 'none.safetensors')!r}"]
+
+
+def test_train_solver_recipe_options(work, capsys, tmp_path):
+    d, model, _ = work
+    out = tmp_path / "rk2_8.safetensors"
+    code, stdout, _ = run(capsys, "train-solver", "--model", model, "--solver", "rk2-bespoke", "--nfe", 8, "--iters", 3,
+                          "--n-train", 32, "--n-val", 16, "--batch-size", 16, "--lr-schedule", "plateau",
+                          "--patience", 1, "--finetune-iters", 2, "--device", "cpu", "--quiet", "--out", out)
+    assert code == 0 and "saved" in stdout
+    from core.solvers.learned import load_solver
+    _, header = load_solver(out)
+    assert [s["stage"] for s in header["train"]["stages"]] == ["coarse", "final-rmse"]
+    fails(capsys, "patience", "train-solver", "--model", model, "--solver", "rk2-bespoke", "--nfe", 4,
+          "--patience", -1, "--device", "cpu", "--quiet", "--out", tmp_path / "x.safetensors")
