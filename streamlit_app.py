@@ -1,10 +1,15 @@
 """Bespoke Explorer: `streamlit run streamlit_app.py`. This script only routes (st.navigation);
 each page is a short script in pages/, the app's own code lives in explorer/."""
+from pathlib import Path
+
 import streamlit as st
 
-from explorer import jobs, state, ui
+# A local favicon: a ":material/...:" page icon makes the browser fetch an SVG from Google's font
+# host, and the app must work offline without a single request off the machine.
+st.set_page_config(page_title="Bespoke Explorer", page_icon=str(Path(__file__).parent / "explorer" / "favicon.png"),
+                   layout="wide")
 
-st.set_page_config(page_title="Bespoke Explorer", page_icon=":material/route:", layout="wide")
+from explorer import jobs, state, ui  # noqa: E402  (after the page config: torch takes a second to import)
 jobs.configure_torch()
 state.init()
 state.harvest()

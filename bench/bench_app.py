@@ -1,6 +1,7 @@
 """Responsiveness of the app in a real browser (headless Chromium via Playwright).
 
     python3 bench/bench_app.py [--screenshots docs/screenshots] [--iters 300] [--json out.json]
+    python3 bench/bench_app.py --cold-start 3 [--before REF]   # cold start only; REF's code too
 
 Measures, on the default model:
 - cold start: `streamlit run` launched -> server healthy -> first page (Model) fully rendered
@@ -51,7 +52,8 @@ def free_port() -> int:
 class Server:
     """`streamlit run streamlit_app.py` on a free localhost port, stopped on exit."""
 
-    def __init__(self, log_path: Path | None = None):
+    def __init__(self, log_path: Path | None = None, root: Path = ROOT):
+        self.root = Path(root)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -66,7 +68,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
              "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+             "--browser.gatherUsageStats", "false"], cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -125,6 +127,12 @@ def wait_rendered(page, title: str, min_charts: int = 0, timeout: float = 120.0)
             return
         time.sleep(0.05)
     raise TimeoutError(f"page {title!r} did not finish rendering within {timeout} s (last state {state})")
+
+
+def chart_titles(page) -> list[str]:
+    """The titles of the plotly charts drawn on the page, top to bottom."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot')]
+        .map(gd => { const t = gd.querySelector('.gtitle'); return t ? t.textContent : ''; })""")
 
 
 def exceptions_shown(page) -> list[str]:
@@ -276,6 +284,106 @@ def run_sweep(page, values: str = "0, 1, 4", iters: int = 40, n_train: int = 256
     wait_rendered(page, "Ablations", 1)
 
 
+def record_requests(page) -> list[str]:
+    """Every URL the page's browser context requests from now on (frames and workers included),
+    appended as the requests start."""
+    urls: list[str] = []
+    page.context.on("request", lambda req: urls.append(req.url))
+    return urls
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def off_machine(urls: list[str]) -> list[str]:
+    """The URLs among `urls` that would leave the machine (not 127.0.0.1 / localhost; data:,
+    blob: and about: URLs never do)."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for u in urls:
+        parts = urlsplit(u)
+        if parts.scheme in ("data", "blob", "about", "chrome-error"):
+            continue
+        if parts.hostname not in {h.strip("[]") for h in LOCAL_HOSTS}:
+            out.append(u)
+    return out
+
+
+FIRST_PAINT = """() => {
+    // The Model page's first paint: its title, its 'What it is' table and one drawn chart.
+    const h1 = [...document.querySelectorAll('h1')].some(h => h.innerText.trim().startsWith('Model'));
+    const table = document.querySelectorAll('[data-testid=stTable]').length > 0;
+    const chart = document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot .main-svg').length > 0;
+    return h1 && table && chart; }"""
+
+
+def cold_start(root: Path = ROOT, log_path: Path | None = None, timeout: float = 180.0) -> dict:
+    """One cold start of the app in `root`: the browser is started first, then `streamlit run`;
+    seconds from the launch to the server answering, to the Model page's title, to its first
+    paint (title, info table and a chart drawn) and to the page fully drawn (script finished, GT samples
+    included). Also every URL the page requested."""
+    with browser_page() as page:
+        urls = record_requests(page)
+        with Server(log_path, root) as server:
+            out = {"server_healthy_seconds": server.t_healthy - server.t_launch}
+            page.goto(server.url)
+            page.locator("h1", has_text="Model").first.wait_for(timeout=timeout * 1000)
+            out["title_seconds"] = time.perf_counter() - server.t_launch
+            page.wait_for_function(FIRST_PAINT, timeout=timeout * 1000, polling=50)
+            out["first_paint_seconds"] = time.perf_counter() - server.t_launch
+            wait_rendered(page, "Model", min_charts=2, timeout=timeout)
+            out["fully_drawn_seconds"] = time.perf_counter() - server.t_launch
+            out["exceptions"] = exceptions_shown(page)
+    out["requests"] = len(urls)
+    out["off_machine_requests"] = off_machine(urls)
+    return out
+
+
+def export_ref(ref: str, dest: Path) -> Path:
+    """The tree of git commit `ref` extracted into `dest` (git archive: the repository and its
+    worktrees are left untouched)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def cold_start_table(repeats: int, before: str | None) -> dict:
+    """Cold starts of this tree (and of commit `before`, alternating with it so that both see the
+    same machine load), after one unmeasured start of each (bytecode compiled, files cached)."""
+    import statistics
+    import tempfile
+
+    trees = {"after (this tree)": ROOT}
+    tmp = None
+    if before:
+        tmp = tempfile.mkdtemp(prefix="bench_app_before_")
+        trees = {f"before ({before})": export_ref(before, Path(tmp)), **trees}
+    try:
+        for root in trees.values():
+            cold_start(root)
+        runs: dict[str, list[dict]] = {name: [] for name in trees}
+        load = [os.getloadavg()[0]]
+        for _ in range(repeats):
+            for name, root in trees.items():
+                runs[name].append(cold_start(root))
+                load.append(os.getloadavg()[0])
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    keys = ("server_healthy_seconds", "title_seconds", "first_paint_seconds", "fully_drawn_seconds")
+    table = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items()}
+    print(f"\nCold start, median of {repeats} (load average 1 min: {min(load):.1f}-{max(load):.1f} during the runs; "
+          f"{os.cpu_count()} CPUs)\n")
+    print("| code | server answers | page title shown | first paint (title, info table, a chart) "
+          "| fully drawn (GT samples included) |")
+    print("|---|---|---|---|---|")
+    for name, row in table.items():
+        print(f"| {name} | " + " | ".join(f"{row[k]:.2f} s" for k in keys) + " |")
+    return {"repeats": repeats, "median": table, "runs": runs, "load_average_1min": load}
+
+
 def run(screenshots: Path | None, iters: int, update_seconds: float, log_path: Path | None = None,
         sweep: bool = True) -> dict:
     """The whole tour: cold start, every page, a training run (its updates/s), page switches."""
@@ -329,11 +437,18 @@ def main() -> None:
     ap.add_argument("--update-seconds", type=float, default=8.0, help="how long to count chart updates")
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here too")
     ap.add_argument("--log", type=Path, default=None, help="streamlit's output")
+    ap.add_argument("--cold-start", type=int, default=0, metavar="N",
+                    help="only measure cold starts, N times (median), and print their table")
+    ap.add_argument("--before", default=None, metavar="REF",
+                    help="with --cold-start: also measure git commit REF, alternating with this tree")
     args = ap.parse_args()
     if not os.environ.get("BESPOKE_RUNS_DIR"):  # the server's autosaved runs: not in the user's cache
         import tempfile
         os.environ["BESPOKE_RUNS_DIR"] = tempfile.mkdtemp(prefix="bench_app_runs_")
-    res = run(args.screenshots, args.iters, args.update_seconds, args.log)
+    if args.cold_start:
+        res = cold_start_table(args.cold_start, args.before)
+    else:
+        res = run(args.screenshots, args.iters, args.update_seconds, args.log)
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

@@ -1,6 +1,6 @@
 """Benchmark of issue 4 (BNS solvers): the PSNR table on shipped models and the training speed.
 
-1. `table`: PSNR (dB, mean over samples of 10 log10(R^2 / MSE), MATH.md section 0) against dopri5
+1. `table`: PSNR (dB, mean over samples of 10 log10(R^2 / MSE), docs/MATH.md §8.1) against dopri5
    GT on held-out noise, at each NFE, for Euler, midpoint, DDIM, DPM-Solver++(2M) (on its log-SNR
    grid, and on a uniform-t grid), RK2-Bespoke (even NFE) and BNS, per model. Learned solvers are
    trained here with core.train.train_solver on their own noise (seed 0); the evaluation noise

@@ -1,6 +1,6 @@
 """Velocity fields with closed-form marginal flows, for exact ground truth in tests and demos.
 
-MATH.md section 1: Gaussian data gives a linear VF with an exact trajectory; a Gaussian
+docs/MATH.md §1.3: Gaussian data gives a linear VF with an exact trajectory; a Gaussian
 mixture gives a non-linear VF in closed form (softmax-weighted).
 """
 from __future__ import annotations

@@ -3,8 +3,10 @@
     train-model   train a flow / diffusion model on a built-in data set -> model checkpoint
     train-solver  learn a Bespoke / BNS solver for a model at one NFE   -> solver checkpoint
     sample        run a solver from noise                               -> .npy or .png
-    evaluate      RMSE / PSNR against GT from the same noise            -> JSON + table
+    evaluate      RMSE / PSNR against GT from the same noise, distances to the data -> JSON + table
     info          print a checkpoint's header
+    export        a solver as a diffusers scheduler folder or a sigma grid (core/export.py)
+    make-gt       solve GT paths once into a sharded data set for train-solver --gt
 
 Every user error (unknown name, missing or bad file, impossible NFE, a solver made for another
 model) exits with status 2 and one line on stderr, never a traceback.
@@ -83,6 +85,18 @@ def _get_solver(name: str, field, device=None):
     return get_solver(name, field, device=device)
 
 
+def _threads_option(p) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: half the cores not already busy, at most 4, at least 1: "
+                   "1 on a 2-core machine; 0 = torch's own default, one per core)")
+
+
+def _apply_threads(args) -> int:
+    """Set torch's thread count from --threads (core/threads.py)."""
+    from .threads import set_threads
+    return set_threads(args.threads)
+
+
 def _write_json(path: str, obj) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +116,7 @@ def cmd_train_model(args) -> None:
                            hidden=args.hidden, layers=args.layers, x_freq=args.x_freq, steps=args.steps,
                            batch_size=args.batch_size, lr=args.lr, ema=args.ema, p_uncond=args.p_uncond,
                            guidance_scale=args.guidance_scale, seed=args.seed, device=args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _apply_threads(args)
     result = train_model(cfg, progress=not args.quiet)
     digest = save_model(args.out, result.net, result.header)
     print(f"saved {args.out}  model_id {digest[:16]}  final loss {result.history[-1][1]:.4f}  "
@@ -111,10 +124,24 @@ def cmd_train_model(args) -> None:
 
 
 def cmd_train_solver(args) -> None:
+    from .gtdata.cli import start_processes
+    dist, device = start_processes(args)  # under torchrun: this process's rank and device
+    try:
+        _train_solver(args, device, dist)
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def _train_solver(args, device, dist) -> None:
+    from .gtdata.cli import open_dataset
     from .solvers.learned import save_solver
     from .train import SolverSpec, TrainConfig, train_solver
-    device = _device(args.device)
+    _apply_threads(args)
     field = _load_field(args, device)
+    gt = open_dataset(args, field)
+    if dist is not None and not dist.is_main:
+        args.quiet = True  # rank 0 reports and saves
     spec = SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
                       sigma0=args.sigma0)
     cfg = TrainConfig(iters=args.iters, lr=args.lr, lr_schedule=args.lr_schedule, patience=args.patience,
@@ -137,19 +164,26 @@ def cmd_train_solver(args) -> None:
         bar.set_postfix(post, refresh=False)
         bar.refresh()
 
-    if not args.quiet:
+    if not args.quiet and gt is None:
         print(f"solving the GT paths of {cfg.n_train + cfg.n_val} noise samples (dopri5) ...", file=sys.stderr)
         if cfg.coarse_to_fine and spec.family != "bns":
             print("coarse-to-fine: the solver with half the NFE trains first (no progress bar for it)", file=sys.stderr)
     from .train import NonFiniteLossError
     try:
-        result = train_solver(field, spec, cfg, callback)
+        result = train_solver(field, spec, cfg, callback, gt=gt, dist=dist,
+                              checkpoint_activations=args.checkpoint_activations)
     except NonFiniteLossError as e:
         raise UserError(f"{e}; nothing saved (try a lower --lr)") from None
     finally:
         for bar in bars:
             bar.close()
+    if dist is not None and not dist.is_main:
+        return
     summary = result.summary()
+    if gt is not None:
+        summary["gt_dataset"] = {"dir": str(args.gt), "dataset_id": gt.manifest["dataset_id"]}
+    if dist is not None:
+        summary["processes"] = dist.world
     digest = save_solver(result.solver, args.out, field, extra=summary)
     init, best = result.init, result.best
     print(f"saved {args.out}  ({digest[:16]})  {spec.family}@{spec.nfe}: validation RMSE "
@@ -163,6 +197,7 @@ def cmd_sample(args) -> None:
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
         raise UserError(f"--out must end in .npy or .png, got {args.out!r}")
+    _apply_threads(args)
     device = _device(args.device)
     field = _load_field(args, device)
     solver = _get_solver(args.solver, field, device)
@@ -183,7 +218,8 @@ def cmd_sample(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluate import evaluate, format_table, ground_truth, solver_nfes
+    from .evaluate import data_distances, evaluate, format_table, ground_truth, solver_nfes
+    threads = _apply_threads(args)
     device = _device(args.device)
     field = _load_field(args, device)
     from .report import run_cli, wants_sweep
@@ -195,15 +231,30 @@ def cmd_evaluate(args) -> None:
         solver_nfes(s, args.nfe or [])
     x0 = _noise(args, field, device)
     gt = ground_truth(field, x0, atol=args.gt_tol, rtol=args.gt_tol)
-    rows = evaluate(field, solvers, args.nfe or [], x0, gt)
+    dists, why_not = None, "--no-distances" if args.no_distances else None
+    if not args.no_distances:
+        try:  # distances of each sample set to fresh data samples, and "% of GT" (docs/MATH.md section 8)
+            dists = data_distances(field, gt.x1, seed=args.seed)
+        except ValueError as e:
+            why_not = str(e)
+            print(f"no distribution distances: {why_not}", file=sys.stderr)
+    rows = evaluate(field, solvers, args.nfe or [], x0, gt, distances=dists)
+    gt_row = {"solver": "dopri5", "atol": gt.atol, "rtol": gt.rtol, "nfe": gt.nfe, "wall_s": round(gt.wall_s, 4),
+              **(dists.gt if dists else {})}
     report = {"model": args.model, "model_id": field.model_id, "guidance_scale": field.guidance_scale,
-              "n": int(x0.shape[0]), "noise": args.noise or {"seed": args.seed},
-              "gt": {"solver": "dopri5", "atol": gt.atol, "rtol": gt.rtol, "nfe": gt.nfe, "wall_s": round(gt.wall_s, 4)},
+              "n": int(x0.shape[0]), "noise": args.noise or {"seed": args.seed}, "threads": threads,
+              "gt": gt_row, "distances": ({"names": list(dists.fns), "reference": dists.source,
+                                            "pct_of_gt": "100 * solver / gt; gt = dopri5 samples of the same noise"}
+                                           if dists else {"skipped": why_not}),
               "results": rows}
     if args.json:
         _write_json(args.json, report)
     print(f"GT: dopri5 (tol {args.gt_tol:g}), NFE {gt.nfe}, {gt.wall_s:.2f} s, {x0.shape[0]} samples")
-    print(format_table(rows))
+    if dists:
+        from .report import METRIC_LABELS
+        print(f"distances to {dists.source['n']} fresh samples of the {dists.source['data']!r} data, lower is better "
+              f"({'; '.join(f'{k} = {METRIC_LABELS.get(k, k)}' for k in dists.fns)}); % GT = 100 x solver / GT")
+    print(format_table(rows, gt_row if dists else None))
 
 
 def cmd_info(args) -> None:
@@ -220,7 +271,7 @@ def cmd_info(args) -> None:
 # --------------------------------------------------------------------------------------
 
 def _model_options(p, guidance: bool = True) -> None:
-    p.add_argument("--model", required=True, help="model checkpoint (.safetensors)")
+    p.add_argument("--model", required=True, help="model checkpoint (.safetensors) or a diffusers pipeline folder")
     if guidance:
         p.add_argument("--guidance", type=float, default=None,
                        help="classifier-free guidance scale (conditional models; default: the checkpoint's)")
@@ -264,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default guidance scale stored in the checkpoint, labelled data (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    _threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
     p.set_defaults(func=cmd_train_model)
@@ -294,9 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=d.n_train, help=f"GT paths to train on (default {d.n_train})")
     p.add_argument("--n-val", type=int, default=d.n_val, help=f"validation noise samples (default {d.n_val})")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    _threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output solver file (.safetensors)")
+    from .gtdata.cli import add_make_gt_parser, add_train_solver_options
+    add_train_solver_options(p)  # --gt DIR, --checkpoint-activations (core/gtdata/cli.py)
     p.set_defaults(func=cmd_train_solver)
+
+    add_make_gt_parser(sub, _model_options)  # make-gt (core/gtdata/cli.py)
 
     p = sub.add_parser("sample", help="run a solver from noise; write .npy or a .png picture",
                        description="Sample a model with a built-in solver "
@@ -305,13 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", required=True, help="built-in solver name or learned solver file")
     p.add_argument("--nfe", type=int, required=True, help="network evaluations")
     _noise_options(p, 1000)
+    _threads_option(p)
     p.add_argument("--out", required=True, help="samples.npy, or a .png scatter (2-D) / image grid")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="RMSE / PSNR of solvers against GT from the same noise",
                        description="For each solver and NFE: RMSE and PSNR against dopri5 GT samples from the "
-                       "same noise (GT solved once), the NFE spent and the wall time. A learned solver is "
-                       "evaluated at the NFE it was trained for.")
+                       "same noise (GT solved once), the distance of the sample set to fresh samples of the "
+                       "model's data (sliced Wasserstein and energy distance for 2-D data, the digits-classifier "
+                       "Frechet distance for digits, not Inception FID) with '%% of GT' (the GT samples' own "
+                       "distance = 100), the NFE spent and the wall time. A learned solver is evaluated at the "
+                       "NFE it was trained for.")
     _model_options(p)
     p.add_argument("--solver", required=True, action="extend", nargs="+",
                    help="built-in names and/or learned solver files (repeatable); 'all' = every built-in "
@@ -321,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     _noise_options(p, 1000)
     p.add_argument("--gt-tol", type=float, default=1e-5, help="dopri5 atol = rtol of the GT (default 1e-5)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--no-distances", action="store_true",
+                   help="skip the distances to the data (sliced Wasserstein / energy for 2-D, digits FD for digits)")
+    _threads_option(p)
     from .report import add_cli_options
     add_cli_options(p)  # sweep mode: --train-learned, budgets, --out-dir, --plot (core/report.py)
     p.set_defaults(func=cmd_evaluate)
@@ -329,10 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "checkpoint's JSON header (validated, never unpickled).")
     p.add_argument("file")
     p.set_defaults(func=cmd_info)
+
+    from .export import add_parser as add_export_parser
+    add_export_parser(sub, _model_options)  # export: core/export.py
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    threads_before = torch.get_num_threads()  # --threads applies to this command only (matters in-process)
     try:
         args = build_parser().parse_args(argv)
         args.func(args)
@@ -345,4 +412,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads_before)
     return 0

@@ -1,6 +1,6 @@
 """Training objectives of learned solvers. Every loss returns per-sample values (B,).
 
-Bespoke (MATH.md section 3): the RMSE-bound loss (eqs. 24-26)
+Bespoke (docs/MATH.md §3.3): the RMSE-bound loss (eqs. 24-26)
     L_RMSE-B = E_x0 sum_{i=1}^{n} M_i d_i,  d_i = || x(t_i) - step(t_{i-1}, x(t_{i-1})) ||,
     M_i = prod_{j=i}^{n-1} L_j (a REVERSE cumulative product), M_n = 1,
 with GT states read from a GT path pool and the stop-gradient trick of eq. 27 so that the
@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from . import metrics
+from .distributed.sharding import local_rows
 from .field import aligned_batch, label_period, round_to_period
 from .solvers.gt import GTPool
 
@@ -62,6 +63,7 @@ class BespokeObjective:
     """Loss and validation of a Bespoke solver against GT paths from a pool."""
 
     metric, mode = "rmse", "min"
+    rows: Optional[tuple[int, int]] = None  # (rank, world): compute only this rank's rows (core.distributed)
 
     def __init__(self, field, train: GTPool, val: GTPool, lipschitz: float = 1.0,
                  loss: str = "rmse-bound", batch_size: int = 256):
@@ -76,6 +78,8 @@ class BespokeObjective:
         period = label_period(self.field)
         B = min(round_to_period(self.batch_size, period), self.train.size)
         idx = aligned_batch(self.train.size, B, period, generator).to(self.train.xs.device)
+        if self.rows is not None:
+            idx = local_rows(idx, *self.rows, period)
         if self.loss_name == "final-rmse":
             x0, x1 = self.train.xs[0, idx], self.train.xs[-1, idx]
             return rms(solver.solve(self.field, x0).x - x1, 1)

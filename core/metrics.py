@@ -1,6 +1,6 @@
 """Sample-quality metrics: per-sample error to GT and distances between sample sets.
 
-Error to the GT sample (MATH.md section 0), one value per sample:
+Error to the GT sample (docs/MATH.md section 8), one value per sample:
     RMSE(x, y) = sqrt(mean_j (x_j - y_j)^2)  (mean over the D data dims)
     PSNR(x, y) = 10 log10(R^2 / MSE(x, y)),  R = the data range (2 for data in [-1, 1])
 Distances between two sets of samples (lower is better, ~0 for the same distribution):

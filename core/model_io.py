@@ -12,7 +12,7 @@ A model checkpoint is a `core.checkpoint` file of kind "model" whose header hold
 header describes (built on the meta device first, so a lying header allocates nothing), probes
 one forward pass, and raises `CheckpointError` with one line naming the problem otherwise.
 
-Class-conditional models (classifier-free guidance, MATH.md section 0):
+Class-conditional models (classifier-free guidance, docs/MATH.md section 0):
     u = u_uncond + w (u_cond - u_uncond),  both halves in ONE batched forward pass = one NFE.
 w = 1 is the plain conditional model (one half only), w = 0 the unconditional one.
 Networks predicting eps or x1 are evaluated at t clamped to [1e-5, 1 - 1e-5] (T_EDGE): the
@@ -300,7 +300,16 @@ def load_model(src, guidance_scale: Optional[float] = None, device=None, dtype: 
       of another dtype or device are converted and the output returned like the input.
     Raises CheckpointError (one line) for a file that is not a usable model, ValueError for a
     guidance scale or labels that do not fit the model.
+
+    A folder is read as a diffusers pipeline saved with save_pretrained (model_index.json, unet/
+    or transformer/, scheduler/): see core.integrations.diffusers.field_from_pipeline.
     """
+    if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
+        from .integrations.diffusers import field_from_pipeline, is_pipeline_folder
+        if not is_pipeline_folder(src):
+            raise CheckpointError(f"{os.fspath(src)!r} is a folder, not a file, and has no model_index.json: not a "
+                                  f"model checkpoint nor a diffusers pipeline folder")
+        return field_from_pipeline(src, guidance_scale=guidance_scale, device=device, dtype=dtype, labels=labels)
     net, info = load_network(src, device=device, dtype=dtype)
     w = _check_guidance(guidance_scale, info.num_classes)
     if info.num_classes:

@@ -9,7 +9,7 @@ For one velocity field and one fixed set of noise x0 (the same for every solver)
   runs at the largest valid NFE not above the target (`nfe` records what it spent);
 - each learned family trained per NFE when asked (`train`), with a budget in iterations and
   optionally seconds; its training time is recorded next to the model's own training time.
-Scores per (solver, NFE): mean per-sample RMSE and PSNR to the GT sample (MATH.md section 0),
+Scores per (solver, NFE): mean per-sample RMSE and PSNR to the GT sample (docs/MATH.md §8.1),
 and distances of the sample set to `reference`, fresh samples of the true distribution:
 sliced Wasserstein ("sw") and energy distance ("energy") for vector data, the digits-classifier
 Frechet distance ("fd", NOT Inception FID, see core/features.py) for 8x8 digits. GT gets the
@@ -61,6 +61,7 @@ class SweepConfig:
     train_seconds: Optional[float] = None  # learned solvers: also stop after this many seconds each
     train_n: int = 1024  # learned solvers: GT paths / pairs to train on (plus train_n // 4 held out)
     train_batch: int = 256  # learned solvers: GT paths / pairs per Adam iteration
+    train_gt: Optional[str] = None  # learned solvers: a GT data set folder (make-gt) to train on (core/gtdata)
     seed: int = 0  # training seed; evaluation noise uses seed + EVAL_SEED_OFFSET
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
 
@@ -263,8 +264,11 @@ def _score(x: Tensor, x_gt: Tensor, reference: Tensor, dists: dict[str, Distance
     return row
 
 
-def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str):
-    """Train one learned solver within the budget; returns (solver, TrainResult)."""
+def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str, gt=None):
+    """Train one learned solver within the budget; returns (solver, TrainResult). gt: a GT data
+    set to train on (used when it fits the family: Bespoke needs one stored as dense paths)."""
+    if gt is not None and family != "bns" and gt.spec.store != "paths":
+        gt = None
     from .train import NonFiniteLossError, SolverSpec, TrainConfig, train_solver
     if cfg.train_defaults:
         tcfg = TrainConfig(gt_atol=cfg.gt_atol, gt_rtol=cfg.gt_rtol, device=device, seed=cfg.seed)
@@ -279,7 +283,7 @@ def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str):
         timer = threading.Timer(cfg.train_seconds, stop.set)
         timer.start()
     try:
-        res = train_solver(field, SolverSpec(family=family, nfe=nfe), tcfg, stop_event=stop)
+        res = train_solver(field, SolverSpec(family=family, nfe=nfe), tcfg, stop_event=stop, gt=gt)
     except NonFiniteLossError as e:  # keep the last good parameters and say so in the row
         res = e.result
         res.diverged = str(e)
@@ -353,12 +357,16 @@ def sweep(field, cfg: SweepConfig = SweepConfig(), reference: Optional[Tensor] =
             result.rows.append(row)
             say(f"{label} @ {nfe}: rmse {row['rmse']}")
 
+    gt_set = None
+    if cfg.learned and cfg.train_gt:
+        from .gtdata import open_gt
+        gt_set = open_gt(cfg.train_gt, field)
     for family in cfg.learned:
         for target in cfg.nfes:
             nfe = target - (target % 2) if family == "rk2-bespoke" else target
             if nfe < (2 if family == "rk2-bespoke" else 1) or (nfe != target and not cfg.nearest_valid_nfe):
                 continue
-            solver, res = _train_learned(field, family, nfe, cfg, str(device))
+            solver, res = _train_learned(field, family, nfe, cfg, str(device), gt_set)
             t0 = time.perf_counter()
             x = sample(solver, field, x0, None).x
             sec = time.perf_counter() - t0
@@ -552,6 +560,8 @@ def add_cli_options(p) -> None:
                    help="budget per learned solver: stop after this many seconds, GT included (default: none)")
     p.add_argument("--train-n", type=int, default=1024, help="GT paths per learned solver (default 1024)")
     p.add_argument("--train-batch", type=int, default=256, help="GT paths per Adam iteration (default 256)")
+    p.add_argument("--train-gt", default=None, metavar="DIR",
+                   help="learned solvers train on this GT data set (make-gt); Bespoke only if it stores paths")
     p.add_argument("--out-dir", default=None,
                    help="write sweep.json, sweep.md and a plot per metric here (sweep mode)")
     p.add_argument("--plot", default="html", choices=["html", "svg", "none"], help="plot format (default html)")
@@ -577,7 +587,8 @@ def run_cli(args, field, device, x0: Optional[Tensor] = None) -> SweepResult:
     n = int(x0.shape[0]) if x0 is not None else args.n
     cfg = SweepConfig(solvers=tuple(names), learned=learned, nfes=nfes, n_samples=n, gt_atol=args.gt_tol,
                       gt_rtol=args.gt_tol, train_iters=args.train_iters, train_seconds=args.train_seconds,
-                      train_n=args.train_n, train_batch=args.train_batch, seed=args.seed, device=str(device))
+                      train_n=args.train_n, train_batch=args.train_batch, seed=args.seed, device=str(device),
+                      train_gt=args.train_gt)
     result = sweep(field, cfg, x0=x0, progress=lambda m: print(m, file=sys.stderr, flush=True))
     result.model["file"] = getattr(args, "model", None)
     if args.json:

@@ -204,9 +204,17 @@ class Plateau:
 
 def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
         callback: Optional[Callable[[TrainEvent], None]] = None,
-        stop_event: Optional[threading.Event] = None, spec: Optional[SolverSpec] = None) -> TrainResult:
+        stop_event: Optional[threading.Event] = None, spec: Optional[SolverSpec] = None,
+        dist=None) -> TrainResult:
     """Adam on objective.loss; validation every cfg.val_every iterations; best kept; early stop
-    and learning-rate halvings on validation plateaus (TrainConfig's docstring)."""
+    and learning-rate halvings on validation plateaus (TrainConfig's docstring).
+
+    dist: a core.distributed.DistContext (data parallel over torch.distributed ranks): each rank
+    computes its rows of every batch, the gradients are all-reduced, rank 0 validates."""
+    validate = objective.validate
+    if dist is not None:
+        dist.attach(objective)
+        validate = dist.validated(objective.validate)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(solver.parameters(), lr=cfg.lr)
     decays = 0  # plateau halvings so far
@@ -219,7 +227,7 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
     def snapshot() -> dict:
         return {k: v.detach().clone() for k, v in solver.state_dict().items()}
 
-    result.init = objective.validate(solver)
+    result.init = validate(solver)
     result.best = dict(result.init)
     plateau = Plateau(objective.mode, cfg.min_delta, result.init[objective.metric])
     best_state, last_good = snapshot(), snapshot()
@@ -237,13 +245,16 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
             result.stopped, result.stop_reason = True, "stopped"
             break
         set_lr(it)
-        loss = objective.loss(solver, gen).mean()
+        per_sample = objective.loss(solver, gen)
+        loss = per_sample.mean() if dist is None else dist.batch_mean(per_sample)
         bad = None
         if not torch.isfinite(loss):
             bad = f"loss is {loss.item()}"
         else:
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if dist is not None:
+                dist.reduce_gradients(solver.parameters())
             grads = [p.grad for p in solver.parameters() if p.grad is not None]
             if any(not torch.isfinite(g).all() for g in grads):
                 bad = "gradient has non-finite values"
@@ -262,7 +273,7 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
         last_good = snapshot()
         metrics = None
         if it % cfg.val_every == 0 or it == cfg.iters:
-            metrics = objective.validate(solver)
+            metrics = validate(solver)
             if _better(metrics[objective.metric], result.best[objective.metric], objective.mode):
                 result.best, result.best_iteration, best_state = dict(metrics), it, snapshot()
         elapsed = time.perf_counter() - t_start
@@ -296,29 +307,34 @@ def bespoke_start(field, family: str, nfe: int, init: str = "identity") -> Bespo
     return solver
 
 
-def build_bespoke(field, spec: SolverSpec, cfg: TrainConfig, device):
-    """A Bespoke solver and its objective (GT path pool solved once; training and validation
-    noise from the "train" and "val" streams of cfg.seed, core.seeds)."""
+def build_bespoke(field, spec: SolverSpec, cfg: TrainConfig, device, gt=None):
+    """A Bespoke solver and its objective: GT path pool solved once (training and validation
+    noise from the "train" and "val" streams of cfg.seed, core.seeds), or read from `gt`, a
+    core.gtdata.GTDataset made with store "paths"."""
     if spec.loss not in BESPOKE_LOSSES:
         raise ValueError(f"unknown Bespoke loss {spec.loss!r}; known: {BESPOKE_LOSSES}")
     solver = bespoke_start(field, spec.family, spec.nfe, spec.init).to(device)
-    period = label_period(field)  # conditional models: keep every sample at its label residue
-    n_train, n_val = round_to_period(cfg.n_train, period), round_to_period(cfg.n_val, period)
-    x0 = torch.cat([stream_noise(field, n_train, cfg.seed, "train"), stream_noise(field, n_val, cfg.seed, "val")])
     t0 = time.perf_counter()
-    pool = GTPool.build(field, x0.to(device), n_grid=cfg.gt_grid, atol=cfg.gt_atol, rtol=cfg.gt_rtol)
+    if gt is not None:
+        gt.check_field(field)
+        train, val = gt.pools(device)
+    else:
+        period = label_period(field)  # conditional models: keep every sample at its label residue
+        n_train, n_val = round_to_period(cfg.n_train, period), round_to_period(cfg.n_val, period)
+        x0 = torch.cat([stream_noise(field, n_train, cfg.seed, "train"), stream_noise(field, n_val, cfg.seed, "val")])
+        train, val = GTPool.build(field, x0.to(device), n_grid=cfg.gt_grid, atol=cfg.gt_atol,
+                                  rtol=cfg.gt_rtol).split(n_val)
     gt_seconds = time.perf_counter() - t0
-    train, val = pool.split(n_val)
     obj = BespokeObjective(field, train, val, spec.lipschitz, spec.loss, cfg.batch_size)
-    obj.gt_seconds, obj.gt_nfe = gt_seconds, pool.nfe
+    obj.gt_seconds, obj.gt_nfe = gt_seconds, train.nfe
     return solver, obj
 
 
-def build_bns(field, spec: SolverSpec, cfg: TrainConfig, device):
+def build_bns(field, spec: SolverSpec, cfg: TrainConfig, device, gt=None):
     """A BNS solver and its objective (core.solvers.bns.build_bns; imported on first use so
-    that importing core.train stays light)."""
+    that importing core.train stays light); `gt` as for build_bespoke."""
     from .solvers.bns import build_bns as build
-    return build(field, spec, cfg, device)
+    return build(field, spec, cfg, device, gt=gt)
 
 
 FAMILIES: dict[str, Callable] = {"rk1-bespoke": build_bespoke, "rk2-bespoke": build_bespoke, "bns": build_bns}
@@ -336,7 +352,7 @@ def _stage_summary(name: str, res: TrainResult, nfe: int) -> dict:
 
 
 def coarse_to_fine_start(field, solver, objective, spec: SolverSpec, cfg: TrainConfig,
-                         stop_event: Optional[threading.Event] = None) -> list[dict]:
+                         stop_event: Optional[threading.Event] = None, dist=None) -> list[dict]:
     """Train the same-order Bespoke solver with half the steps on the same objective and
     recipe, then set `solver` from it (BespokeSolver.init_from_coarse). Returns the stage run
     (a list of one), or [] where it does not apply: other solvers, an odd number of steps, or
@@ -345,12 +361,13 @@ def coarse_to_fine_start(field, solver, objective, spec: SolverSpec, cfg: TrainC
     if not isinstance(solver, BespokeSolver) or solver.n % 2 or solver.n < 4:
         return []
     coarse = bespoke_start(field, spec.family, solver.nfe // 2, spec.init).to(solver.raw_t.device)
-    res = fit(coarse, objective, cfg, stop_event=stop_event, spec=spec)
+    res = fit(coarse, objective, cfg, stop_event=stop_event, spec=spec, dist=dist)
     solver.init_from_coarse(coarse)
     return [_stage_summary("coarse", res, coarse.nfe)]
 
 
-def final_rmse_finetune(solver, objective, cfg: TrainConfig, stop_event=None, spec=None) -> Optional[TrainResult]:
+def final_rmse_finetune(solver, objective, cfg: TrainConfig, stop_event=None, spec=None,
+                        dist=None) -> Optional[TrainResult]:
     """Fine-tune a trained Bespoke solver on the final-RMSE loss (cfg.finetune_iters iterations
     at lr * finetune_lr, same early stop); keeps the best validation. None when not applicable."""
     if cfg.finetune_iters == 0 or getattr(objective, "loss_name", None) in (None, "final-rmse"):
@@ -359,28 +376,38 @@ def final_rmse_finetune(solver, objective, cfg: TrainConfig, stop_event=None, sp
     objective.loss_name = "final-rmse"
     try:
         return fit(solver, objective, replace(cfg, iters=cfg.finetune_iters, lr=cfg.lr * cfg.finetune_lr),
-                   stop_event=stop_event, spec=spec)
+                   stop_event=stop_event, spec=spec, dist=dist)
     finally:
         objective.loss_name = name
 
 
 def train_solver(field, spec: SolverSpec, cfg: TrainConfig = TrainConfig(),
                  callback: Optional[Callable[[TrainEvent], None]] = None,
-                 stop_event: Optional[threading.Event] = None) -> TrainResult:
+                 stop_event: Optional[threading.Event] = None, gt=None, dist=None,
+                 checkpoint_activations: bool = False) -> TrainResult:
     """Build, train and return a learned solver for `field` (see module docstring). With
-    cfg.coarse_to_fine the coarse stages run first (not reported to `callback`; their time
-    is counted in result.elapsed and listed in result.stages); a final-RMSE fine-tune, when
-    asked for, runs last and is listed in result.stages as well."""
-    device = resolve_device(cfg.device)
+    cfg.coarse_to_fine the coarse stage runs first (not reported to `callback`; its time is
+    counted in result.elapsed and listed in result.stages); a final-RMSE fine-tune, when asked
+    for, runs last and is listed in result.stages as well.
+
+    gt: a GT data set (core.gtdata.open_gt) to train and validate on instead of solving GT here
+    (its sizes replace cfg.n_train / n_val / tolerances). dist: data-parallel ranks (see fit).
+    checkpoint_activations: recompute the network in backward instead of keeping its activations
+    through the unrolled steps (core.distributed.checkpointing; same gradients, bounded memory)."""
+    device = dist.device if dist is not None else resolve_device(cfg.device)
     field.to(device)
     torch.manual_seed(cfg.seed)
-    solver, objective = _family_builder(spec.family)(field, spec, cfg, device)
-    stages = coarse_to_fine_start(field, solver, objective, spec, cfg, stop_event) if cfg.coarse_to_fine else []
+    builder = _family_builder(spec.family)
+    solver, objective = builder(field, spec, cfg, device) if gt is None else builder(field, spec, cfg, device, gt=gt)
+    if checkpoint_activations:
+        from .distributed.checkpointing import checkpointed
+        objective.field = checkpointed(objective.field)
+    stages = coarse_to_fine_start(field, solver, objective, spec, cfg, stop_event, dist) if cfg.coarse_to_fine else []
     if stop_event is not None and stop_event.is_set() and stages:
         stages[-1]["note"] = "stopped during the coarse stage"
-    result = fit(solver, objective, cfg, callback, stop_event, spec=spec)
+    result = fit(solver, objective, cfg, callback, stop_event, spec=spec, dist=dist)
     result.elapsed += sum(st["seconds"] for st in stages)
-    tune = None if result.stopped else final_rmse_finetune(solver, objective, cfg, stop_event, spec)
+    tune = None if result.stopped else final_rmse_finetune(solver, objective, cfg, stop_event, spec, dist)
     if tune is not None:
         stages.append(_stage_summary("final-rmse", tune, solver.nfe))
         result.elapsed += tune.elapsed

@@ -71,17 +71,63 @@ class Run:
     psnr: float = float("nan")
 
 
+@dataclass
+class GTSamples:
+    """The GT samples of one noise set (x: (N, *D)) and the NFE the adaptive solver spent."""
+
+    x: np.ndarray
+    nfe: int
+
+
+@torch.no_grad()
+def gt_samples(field, n: int, seed: int, gt_atol: float = 1e-5) -> GTSamples:
+    """dopri5 GT samples of noise(field, n, seed)."""
+    gt = gt_solve(field, noise(field, n, seed), atol=gt_atol, rtol=gt_atol)
+    return GTSamples(gt.x.cpu().numpy(), gt.nfe)
+
+
+def _gt_tensor(gt: GTSamples, field) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(gt.x)).to(field.device)
+
+
 @torch.no_grad()
 def compare_samples(field, runs: list[tuple[str, object, Optional[int]]], n: int, seed: int,
-                    gt_atol: float = 1e-5) -> list[Run]:
-    """GT first, then each (label, solver, nfe) from the same noise, with RMSE/PSNR to GT."""
+                    gt_atol: float = 1e-5, gt: Optional[GTSamples] = None) -> list[Run]:
+    """GT first, then each (label, solver, nfe) from the same noise, with RMSE/PSNR to GT.
+    `gt`: the GT samples of this noise when already solved (gt_samples)."""
     x0 = noise(field, n, seed)
-    gt = gt_solve(field, x0, atol=gt_atol, rtol=gt_atol)
-    out = [Run(GT_LABEL, gt.nfe, gt.x.cpu().numpy(), 0.0, float("inf"))]
+    gt = gt if gt is not None else gt_samples(field, n, seed, gt_atol)
+    gt_x = _gt_tensor(gt, field)
+    out = [Run(GT_LABEL, gt.nfe, np.asarray(gt.x), 0.0, float("inf"))]
     for label, solver, nfe in runs:
         res = sample(solver, field, x0, nfe)
-        out.append(Run(label, res.nfe, res.x.cpu().numpy(), **errors_to_gt(res.x, gt.x, field.data_range)))
+        out.append(Run(label, res.nfe, res.x.cpu().numpy(), **errors_to_gt(res.x, gt_x, field.data_range)))
     return out
+
+
+@torch.no_grad()
+def data_comparison(field, gt: GTSamples, seed: int = 0) -> Optional[dict]:
+    """The GT samples against fresh samples of the data the model was trained on (core.report's
+    reference samples, as many as GT), by core.report's distances for this shape (sliced
+    Wasserstein and energy for vectors, the digits-classifier Frechet distance for digits). Each
+    distance also between two independent data samples of that size: the floor a perfect model
+    would reach with this many samples. None when the model does not name its data set.
+    {"data": (N, *D), "rows": [{"distance", "GT vs data", "data vs data (same size)"}]}."""
+    from core.report import distance_metrics, reference_samples
+
+    n = len(gt.x)
+    try:
+        data = reference_samples(field, n, seed)
+        other = reference_samples(field, n, seed + 1)
+    except (ValueError, KeyError):
+        return None
+    x = torch.from_numpy(np.asarray(gt.x)).double()
+    names = {"sw": "sliced Wasserstein", "energy": "energy distance", "fd": "Fréchet distance (digits classifier features)"}
+    rows = []
+    for key, fn in distance_metrics(tuple(field.data_shape)).items():
+        rows.append({"distance": names.get(key, key), "GT vs data": float(fn(x, data.double())),
+                     "data vs data (same size)": float(fn(other.double(), data.double()))})
+    return {"data": data.cpu().numpy(), "rows": rows}
 
 
 @dataclass
@@ -107,15 +153,16 @@ class PathsBundle:
 
 @torch.no_grad()
 def compare_paths(field, runs: list[tuple[str, object, Optional[int]]], n: int, seed: int,
-                  n_dense: int = 41, gt_atol: float = 1e-5) -> PathsBundle:
+                  n_dense: int = 41, gt_atol: float = 1e-5, pool: Optional[int] = None) -> PathsBundle:
     """Paths of GT and of each solver from the same noise, and their PCA projection.
 
-    The PCA (scikit-learn) is fitted on the dense GT path states of all samples, so every
-    curve lives in the plane where the GT paths vary most.
+    The noise is noise(field, n, seed), or with `pool` the first n of noise(field, pool, seed)
+    (the first paths of an evaluation set). The PCA (scikit-learn) is fitted on the dense GT
+    path states of all samples, so every curve lives in the plane where the GT paths vary most.
     """
     from sklearn.decomposition import PCA  # imported here: scikit-learn takes seconds to import
 
-    x0 = noise(field, n, seed)
+    x0 = noise(field, n, seed) if pool is None else noise(field, max(pool, n), seed)[:n]
     trajs = [(label, solver_trajectory(solver, field, x0, nfe)) for label, solver, nfe in runs]
     dense = torch.linspace(0, 1, n_dense, dtype=torch.float64)
     all_times = torch.cat([dense] + [t.times for _, t in trajs])
@@ -147,11 +194,14 @@ def compare_paths(field, runs: list[tuple[str, object, Optional[int]]], n: int, 
 @torch.no_grad()
 def benchmark(field, names: list[str], nfes: list[int], learned: list[tuple[str, object]], n: int, seed: int,
               progress: Optional[Callable[[float, str], None]] = None,
-              stop: Optional[Callable[[], bool]] = None, gt_atol: float = 1e-5) -> list[dict]:
+              stop: Optional[Callable[[], bool]] = None, gt_atol: float = 1e-5,
+              gt: Optional[GTSamples] = None) -> list[dict]:
     """Error to GT vs NFE: every built-in solver in `names` at every NFE it accepts in `nfes`,
-    and every learned solver at its own NFE. Rows: {"solver", "kind", "nfe", "rmse", "psnr"}."""
+    and every learned solver at its own NFE. Rows: {"solver", "kind", "nfe", "rmse", "psnr"}.
+    `gt`: the GT samples of noise(field, n, seed) when already solved."""
     x0 = noise(field, n, seed)
-    gt = gt_solve(field, x0, atol=gt_atol, rtol=gt_atol)
+    gt = gt if gt is not None else gt_samples(field, n, seed, gt_atol)
+    gt_x = _gt_tensor(gt, field)
     tasks = []
     for name in names:
         solver = baseline(name, field)
@@ -169,8 +219,24 @@ def benchmark(field, names: list[str], nfes: list[int], learned: list[tuple[str,
         if progress is not None:
             progress(k / max(len(tasks), 1), f"{label} at NFE {nfe}")
         res = sample(solver, field, x0, nfe)
-        rows.append({"solver": label, "kind": kind, "nfe": res.nfe, **errors_to_gt(res.x, gt.x, field.data_range)})
+        rows.append({"solver": label, "kind": kind, "nfe": res.nfe, **errors_to_gt(res.x, gt_x, field.data_range)})
     return rows
+
+
+def coinciding(rows: list[dict], rtol: float = 1e-6) -> list[tuple[str, str]]:
+    """Pairs of built-in solvers whose benchmark curves are the same (same NFEs, RMSEs equal to
+    `rtol`): e.g. DDIM and Euler on an FM-OT path, where DDIM's update is Euler's."""
+    curves: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r.get("kind") == "built-in":
+            curves.setdefault(r["solver"], {})[int(r["nfe"])] = float(r["rmse"])
+    names, out = list(curves), []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ca, cb = curves[a], curves[b]
+            if ca.keys() == cb.keys() and all(np.isclose(ca[k], cb[k], rtol=rtol, atol=0) for k in ca):
+                out.append((a, b))
+    return out
 
 
 REFERENCE_TARGETS = {"EDM schedule": "edm", "cosine path": "fm-cs"}

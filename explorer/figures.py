@@ -1,46 +1,114 @@
 """Pure plotly figure builders: numpy in, `go.Figure` out, no streamlit (unit-tested).
 
-Conventions: GT is black, the RK2 baseline orange, learned solvers blue/green; axes name
-their quantity and unit; every figure has a legend or titled panels.
+Conventions: one fixed colour per solver on every page (SOLVER_COLORS: GT black, RK2 orange, the
+session's learned solvers blue/green by their number); data space is drawn with equal axis
+scales; log axes get plain-number ticks (log_ticks); axes name their quantity and unit; every
+figure has a legend or titled panels.
 """
 from __future__ import annotations
 
 import functools
 import math
+import re
+import zlib
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-PALETTE = ["#1f77b4", "#2ca02c", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-FIXED_COLORS = {"GT (dopri5)": "#111111", "RK2 (midpoint)": "#ff7f0e", "identity": "#7f7f7f"}
+# One colour per solver on every page and every model (the issue: colours shifted with the
+# model and with whether a learned solver existed). Built-in solvers and GT by their labels
+# (explorer/compute.py SOLVER_LABELS, also "RK2 (midpoint) @ 8"); the session's learned solvers
+# by their number ("#3 rk2-bespoke NFE 8" -> the third learned colour), so a solver keeps its
+# colour wherever it is drawn; reference maps by name.
+SOLVER_COLORS = {
+    "GT (dopri5)": "#111111", "RK1 (Euler)": "#8c564b", "RK2 (midpoint)": "#ff7f0e", "Heun": "#bcbd22",
+    "RK4": "#e377c2", "DDIM": "#9467bd", "DPM-Solver++(2M)": "#17becf", "EDM (Heun)": "#d62728",
+}
+REFERENCE_COLORS = {"identity": "#7f7f7f", "uniform": "#7f7f7f", "uniform grid": "#7f7f7f",
+                    "EDM schedule": "#d62728", "cosine path": "#e7ba52", "data": "#1b9e77"}
+LEARNED_COLORS = ["#1f77b4", "#2ca02c", "#0b3c7d", "#7fbf3f", "#4fa3d1", "#155e2c", "#5b6fd6", "#a3c94f"]
+OTHER_COLORS = ["#6a3d9a", "#b15928", "#1b9e77", "#e6ab02", "#666666", "#a6761d"]
+# Built-in solvers also differ in marker and dash, so that two that coincide on a model (DDIM is
+# Euler on an FM-OT path) both stay visible.
+SOLVER_STYLES = {"RK1 (Euler)": ("circle", "solid", 7), "DDIM": ("diamond-open", "dash", 12),
+                 "RK2 (midpoint)": ("square", "solid", 7), "Heun": ("triangle-up-open", "dot", 11),
+                 "RK4": ("x", "solid", 8), "DPM-Solver++(2M)": ("pentagon-open", "dashdot", 11),
+                 "EDM (Heun)": ("cross", "longdash", 8)}
+LEARNED_WORDS = ("learned", "learned (now)", "learned t_i", "time grid t_i")
 
 
-def _fixed_color(label: str) -> Optional[str]:
-    for name, color in FIXED_COLORS.items():
-        if label == name or label.startswith(name + " "):  # e.g. "RK2 (midpoint) @ 8"
-            return color
-    return None
+def solver_color(label: str) -> str:
+    """The fixed colour of a solver / map label (see SOLVER_COLORS)."""
+    for table in (SOLVER_COLORS, REFERENCE_COLORS):
+        for name, color in table.items():
+            if label == name or label.startswith(name + " "):  # e.g. "RK2 (midpoint) @ 8"
+                return color
+    m = re.match(r"#(\d+)\b", label)
+    if m:
+        return LEARNED_COLORS[(int(m.group(1)) - 1) % len(LEARNED_COLORS)]
+    if label in LEARNED_WORDS:
+        return LEARNED_COLORS[0]
+    return OTHER_COLORS[zlib.crc32(label.encode()) % len(OTHER_COLORS)]
+
+
+def solver_style(label: str) -> tuple[str, str, int]:
+    """(marker symbol, line dash, marker size) of a built-in solver label; learned: a star."""
+    for name, style in SOLVER_STYLES.items():
+        if label == name or label.startswith(name + " "):
+            return style
+    return ("star", "solid", 13)
 
 
 def colors(labels: Sequence[str]) -> dict[str, str]:
-    """A colour per label: GT black, RK2 orange, the identity grey; the others take the palette
-    in order (so the first learned solver is blue)."""
-    out, k = {}, 0
-    for label in labels:
-        c = _fixed_color(label)
-        if c is None:
-            c, k = PALETTE[k % len(PALETTE)], k + 1
-        out[label] = c
-    return out
+    """A colour per label, each its fixed one (solver_color): independent of the other labels."""
+    return {label: solver_color(label) for label in labels}
 
 
-def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
+def log_ticks(values, max_ticks: int = 7) -> dict:
+    """Readable ticks for a log axis over the positive finite `values`: 1-2-5 steps per decade,
+    or powers of ten when that would be too many, labelled in plain numbers (plotly's own log
+    ticks are bare minor digits "2 5 ... 1 2"). Axis settings to pass to update_yaxes / the layout;
+    {} when there is nothing to tick."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return {}
+    lo, hi = float(v.min()), float(v.max())
+    d0, d1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0 ** d for d in range(d0, d1 + 1) for m in mantissas]
+        inside = [t for t in ticks if lo / 1.05 <= t <= hi * 1.05]
+        if len(inside) <= max_ticks:
+            break
+    else:  # many decades: every k-th power of ten
+        step = math.ceil(len(inside) / max_ticks)
+        inside = inside[::step]
+    if len(inside) < 2:  # less than a 1-2-5 step: the ends, with the 1-2-5 tick between if any
+        inside = sorted({float(f"{lo:.2g}"), *inside, float(f"{hi:.2g}")})
+    return {"tickmode": "array", "tickvals": inside, "ticktext": [f"{t:.3g}" for t in inside]}
+
+
+def _equal_ranges(panels: Sequence[np.ndarray], pad: float = 0.05) -> list[float]:
+    """One [lo, hi] for both axes of every panel: covers the points' 0.5-99.5 percentiles (a
+    diverged solver does not squash the rest), so that equal-aspect panels are equal squares."""
+    pts = [np.asarray(p, dtype=float).reshape(-1) for p in panels]
+    pts = np.concatenate([p[np.isfinite(p)] for p in pts]) if pts else np.zeros(0)
+    if pts.size == 0:
+        return [-1.0, 1.0]
+    lo, hi = np.percentile(pts, [0.5, 99.5])
+    span = max(hi - lo, 1e-9)
+    return [float(lo - pad * span), float(hi + pad * span)]
+
+
+def _layout(fig: go.Figure, title: str, height: int = 420, top: int = 60) -> go.Figure:
     # No plotly template: Streamlit applies its own theme in the browser, and setting a template
-    # costs ~70 ms per figure here (it matters for the live training charts).
-    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=height,
-                      margin=dict(l=60, r=20, t=60, b=50),
+    # costs ~70 ms per figure here (it matters for the live training charts). `top`: the top
+    # margin; two-line panel titles need ~100 px so that they stay clear of the figure's title.
+    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", y=1.0, yanchor="top", yref="container",
+                                 pad=dict(t=12)), height=height,
+                      margin=dict(l=60, r=20, t=top, b=50),
                       legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02))
     return fig
 
@@ -66,20 +134,24 @@ def path_coefficients(t: np.ndarray, alpha: np.ndarray, sigma: np.ndarray, name:
 
 def scatter_2d(panels: Mapping[str, np.ndarray], title: str, subtitles: Optional[Mapping[str, str]] = None,
                max_points: int = 2000) -> go.Figure:
-    """One scatter panel per entry: points (N, 2). Shared axes so the panels compare."""
+    """One scatter panel per entry: points (N, 2), drawn in data space with equal axis scales and
+    the same square range in every panel (a checkerboard's squares stay square)."""
     names = list(panels)
     titles = [f"{n}<br><sup>{subtitles[n]}</sup>" if subtitles and n in subtitles else n for n in names]
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=titles, shared_xaxes=True, shared_yaxes=True,
-                        horizontal_spacing=0.03)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=titles, horizontal_spacing=0.04)
     cmap = colors(names)
     for i, n in enumerate(names):
         x = np.asarray(panels[n])[:max_points]
         fig.add_scattergl(x=x[:, 0], y=x[:, 1], mode="markers", name=n, row=1, col=i + 1,
                           marker=dict(size=3, color=cmap[n], opacity=0.6))
-    fig.update_xaxes(title="x<sub>1</sub>", scaleanchor=None)
+    rng = _equal_ranges([np.asarray(panels[n])[:max_points] for n in names])
+    fig.update_xaxes(title="x<sub>1</sub>", range=rng, constrain="domain")
+    for i in range(1, len(names) + 1):
+        fig.update_yaxes(range=rng, scaleanchor="x" if i == 1 else f"x{i}", scaleratio=1, constrain="domain",
+                         showticklabels=(i == 1), row=1, col=i)
     fig.update_yaxes(title="x<sub>2</sub>", col=1)
     fig.update_layout(showlegend=False)
-    return _layout(fig, title, height=380)
+    return _layout(fig, title, height=max(380, 900 // max(len(names), 1) + 110), top=100 if subtitles else 60)
 
 
 def _tile(images: np.ndarray, cols: int) -> np.ndarray:
@@ -109,7 +181,7 @@ def image_grids(panels: Mapping[str, np.ndarray], title: str, subtitles: Optiona
     for i in range(2, len(names) + 1):
         fig.update_yaxes(scaleanchor=f"x{i}", row=1, col=i)
     fig.update_layout(showlegend=False)
-    return _layout(fig, title, height=360)
+    return _layout(fig, title, height=360, top=100 if subtitles else 60)
 
 
 # ------------------------------------------------------------------------------------------
@@ -167,11 +239,25 @@ def _curve_traces(history: Sequence[Mapping[str, float]], max_points: Optional[i
     return traces, positive
 
 
-def _curve_axes(positive: bool) -> dict:
+# What the training loss is, per solver family (core/train.py): Bespoke minimises the RMSE upper
+# bound (data units); BNS minimises minus the PSNR to GT, so its loss runs from about -20 to -60.
+LOSS_LABELS = {"bespoke": ("training loss (RMSE bound)", "RMSE bound (data units)"),
+               "bns": ("training loss = -PSNR", "loss = -PSNR (dB)")}
+
+
+def loss_label(family: str) -> tuple[str, str]:
+    """(panel title, axis title) of the training loss of a solver family ("rk2-bespoke", "bns")."""
+    return LOSS_LABELS["bns" if family == "bns" else "bespoke"]
+
+
+def _curve_axes(positive: bool, history: Sequence[Mapping[str, float]] = (), family: str = "") -> dict:
     # The x range grows with the run (a fixed [0, iters] squeezes a run that is stopped early).
     axes = {f"xaxis{'' if k == 1 else k}": {"title": {"text": "iteration"}} for k in (1, 2, 3)}
-    axes.update({"yaxis": {"title": {"text": "loss"}, **({"type": "log"} if positive else {})},
-                 "yaxis2": {"title": {"text": "RMSE (data units)"}, "type": "log"},
+    loss_axis = loss_label(family)[1] if family else "loss"
+    loss_ticks = log_ticks([h.get("loss", np.nan) for h in history]) if positive else {}
+    axes.update({"yaxis": {"title": {"text": loss_axis}, **({"type": "log", **loss_ticks} if positive else {})},
+                 "yaxis2": {"title": {"text": "RMSE (data units)"}, "type": "log",
+                            **log_ticks([h["rmse"] for h in history if "rmse" in h])},
                  "yaxis3": {"title": {"text": "PSNR (dB)"}}})
     return axes
 
@@ -179,22 +265,29 @@ def _curve_axes(positive: bool) -> dict:
 CURVE_TITLES = ("training loss", "validation RMSE to GT", "validation PSNR to GT")
 
 
-def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
-    """Training loss per iteration and validation RMSE / PSNR (to GT) where validated."""
+def _curve_titles(family: str) -> list[str]:
+    return [loss_label(family)[0] if family else CURVE_TITLES[0], *CURVE_TITLES[1:]]
+
+
+def training_curves(history: Sequence[Mapping[str, float]], family: str = "") -> go.Figure:
+    """Training loss per iteration and validation RMSE / PSNR (to GT) where validated; `family`
+    names what the loss is (loss_label)."""
     traces, positive = _curve_traces(history)
-    fig = _fast_subplots(1, 3, CURVE_TITLES, traces, _curve_axes(positive), "Training", 330)
+    fig = _fast_subplots(1, 3, _curve_titles(family), traces, _curve_axes(positive, history, family), "Training", 330)
     return fig.update_layout(showlegend=False)  # each panel is titled
 
 
 def training_live(history: Sequence[Mapping[str, float]], schedule: Optional[ScheduleCurves] = None,
-                  learned: Sequence[str] = (), grid: Optional[np.ndarray] = None) -> go.Figure:
+                  learned: Sequence[str] = (), grid: Optional[np.ndarray] = None, family: str = "",
+                  title: str = "Training, live") -> go.Figure:
     """ONE figure for the live view (one graph for explorer/livechart.py to move per update; when
     it was drawn with st.plotly_chart, a second chart halved the browser's redraw rate): row 1
     the training curves; row 2 the solver now: t_r and s_r of each map in
-    `schedule` (learned ones with markers) and the time grid t_i against the step index."""
+    `schedule` (learned ones with markers) and the time grid t_i against the step index.
+    `family` names the loss (loss_label); `title` says whether the run is still going."""
     traces, positive = _curve_traces(history, max_points=LIVE_MAX_POINTS)
-    axes = _curve_axes(positive)
-    titles = list(CURVE_TITLES)
+    axes = _curve_axes(positive, history, family)
+    titles = _curve_titles(family)
     k = 4
     cmap = colors(list(schedule or {}))
     for key, label in (("t", "time t_r"), ("s", "scale s_r")):
@@ -229,7 +322,7 @@ def training_live(history: Sequence[Mapping[str, float]], schedule: Optional[Sch
         tr["showlegend"] = False
     for name in [f"{a}axis{'' if j == 1 else j}" for j in range(1, 3 * rows + 1) for a in "xy"]:
         axes.setdefault(name, {}).update(LIVE_AXIS)
-    return _fast_subplots(rows, 3, titles, traces, axes, "Training, live", 330 * rows, h_space=0.08, v_space=0.2)
+    return _fast_subplots(rows, 3, titles, traces, axes, title, 330 * rows, h_space=0.08, v_space=0.2)
 
 
 # The live chart is redrawn several times a second, and in the browser most of a redraw is axis
@@ -316,20 +409,37 @@ def time_grid(grids: Mapping[str, np.ndarray], title: str = "Time grid") -> go.F
     return _layout(fig, title, height=340)
 
 
-def coefficient_heatmaps(mats: Mapping[str, np.ndarray], title: str) -> go.Figure:
-    """One heatmap per coefficient matrix (rows = steps); NaN cells (unused) are blank."""
+def coefficient_heatmaps(mats: Mapping[str, np.ndarray], title: str,
+                         column_titles: Optional[Mapping[str, str]] = None) -> go.Figure:
+    """One heatmap per coefficient matrix (rows = steps i); NaN cells (unused) are blank. All
+    panels share one colour scale (symmetric about 0) with a single colour bar at the right, so
+    no bar overlaps a neighbouring panel. A one-column matrix (a_i: the weight of x0) is a narrow
+    panel whose single column is labelled by `column_titles[name]` (default "x0"); the others
+    number their columns j."""
     names = list(mats)
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.12)
-    for i, n in enumerate(names):
-        m = np.asarray(mats[n], dtype=float)
-        if m.ndim == 1:
-            m = m[:, None]
-        fig.add_heatmap(z=m, colorscale="RdBu", zmid=0.0, name=n, row=1, col=i + 1,
-                        colorbar=dict(x=(i + 1) / len(names) - 0.02, len=0.8, thickness=10),
-                        hovertemplate="row %{y}, column %{x}: %{z:.4g}<extra>" + n + "</extra>")
-        fig.update_yaxes(autorange="reversed", title="step i", row=1, col=i + 1)
-        fig.update_xaxes(title="term j", row=1, col=i + 1)
-    return _layout(fig, title, height=380)
+    arrays = [np.asarray(mats[n], dtype=float) for n in names]
+    arrays = [m[:, None] if m.ndim == 1 else m for m in arrays]
+    widths = [1.0 if m.shape[1] == 1 else float(m.shape[1]) for m in arrays]
+    finite = np.concatenate([m[np.isfinite(m)] for m in arrays]) if arrays else np.zeros(0)
+    zmax = float(np.abs(finite).max()) if finite.size else 1.0
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.07,
+                        column_widths=widths)
+    for i, (n, m) in enumerate(zip(names, arrays)):
+        col = i + 1
+        fig.add_heatmap(z=m, coloraxis="coloraxis", name=n, row=1, col=col,
+                        hovertemplate="step i = %{y}, column %{x}: %{z:.4g}<extra>" + n + "</extra>")
+        fig.update_yaxes(autorange="reversed", tickmode="linear", tick0=0, dtick=1, row=1, col=col,
+                         title="step i" if i == 0 else None)
+        if m.shape[1] == 1:
+            label = (column_titles or {}).get(n, "x0")
+            fig.update_xaxes(tickmode="array", tickvals=[0], ticktext=[label], row=1, col=col)
+        else:
+            fig.update_xaxes(tickmode="linear", tick0=0, dtick=1, title="j", row=1, col=col)
+    fig.update_layout(coloraxis=dict(colorscale="RdBu", cmin=-zmax, cmax=zmax, cmid=0.0,
+                                     colorbar=dict(title=dict(text="weight"), thickness=12, len=0.85, x=1.01)))
+    fig = _layout(fig, title, height=400)
+    fig.update_layout(showlegend=False, margin=dict(r=80))
+    return fig
 
 
 # ------------------------------------------------------------------------------------------
@@ -361,12 +471,13 @@ def paths_plane(series: PathSeries, gt_label: str, title: str, axis_titles: tupl
     fig.add_scatter(x=np.asarray(next(iter(series.values()))["pts"])[0, :, 0],
                     y=np.asarray(next(iter(series.values()))["pts"])[0, :, 1], mode="markers", name="noise x0",
                     marker=dict(size=8, color="#bbbbbb", line=dict(color="#555", width=1)))
-    fig.update_xaxes(title=axis_titles[0])
-    fig.update_yaxes(title=axis_titles[1])
-    return _layout(fig, title, height=520)
+    fig.update_xaxes(title=axis_titles[0], constrain="domain")
+    # Data space (or an orthonormal projection of it): one unit is as long on both axes.
+    fig.update_yaxes(title=axis_titles[1], scaleanchor="x", scaleratio=1, constrain="domain")
+    return _layout(fig, title, height=560)
 
 
-def step_errors(errors: Mapping[str, Mapping[str, np.ndarray]]) -> go.Figure:
+def step_errors(errors: Mapping[str, Mapping[str, np.ndarray]], title: str = "Error to GT at every step point") -> go.Figure:
     """Mean RMSE to the GT path at each step point, against time t."""
     fig, cmap = go.Figure(), colors(list(errors))
     for name, e in errors.items():
@@ -374,7 +485,7 @@ def step_errors(errors: Mapping[str, Mapping[str, np.ndarray]]) -> go.Figure:
                         line=dict(color=cmap[name]))
     fig.update_xaxes(title="time t of the step point")
     fig.update_yaxes(title="RMSE to the GT path (data units)")
-    return _layout(fig, "Error to GT at every step point", height=340)
+    return _layout(fig, title, height=340)
 
 
 # ------------------------------------------------------------------------------------------
@@ -396,7 +507,7 @@ def sweep(rows: Sequence[Mapping[str, float]], param: str, param_title: str, log
                             name="at initialisation", legendgroup="init", showlegend=(col == 1),
                             line=dict(color="#7f7f7f", dash="dash"), row=1, col=col)
         fig.update_yaxes(title=unit, row=1, col=col)
-    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=1, **log_ticks([r[k] for r in rows for k in ("rmse", "init_rmse") if k in r]))
     fig.update_xaxes(title=param_title, type="log" if log_x else "linear")
     return _layout(fig, f"Ablation over {param_title}", height=380)
 
@@ -406,21 +517,22 @@ def benchmark(rows: Sequence[Mapping[str, float]], gt_label: str = "GT (dopri5)"
     fig = make_subplots(rows=1, cols=2, subplot_titles=("RMSE to GT vs NFE", "PSNR to GT vs NFE"),
                         horizontal_spacing=0.1)
     solvers = [s for s in dict.fromkeys(r["solver"] for r in rows) if s != gt_label]
-    learned_first = sorted(solvers, key=lambda s: next(r for r in rows if r["solver"] == s).get("kind") != "learned")
-    cmap = colors(learned_first)  # learned solvers get the first palette colours (blue, green, ...)
+    cmap = colors(solvers)
     for s in solvers:
         rs = sorted((r for r in rows if r["solver"] == s), key=lambda r: r["nfe"])
         learned = rs[0].get("kind") == "learned"
+        symbol, dash, size = ("star", "solid", 13) if learned else solver_style(s)
         for col, key in ((1, "rmse"), (2, "psnr")):
             fig.add_scatter(x=[r["nfe"] for r in rs], y=_finite([r[key] for r in rs]), name=s, legendgroup=s,
                             showlegend=(col == 1), mode="lines+markers",
-                            line=dict(color=cmap[s], dash=None if learned else "solid", width=2),
-                            marker=dict(size=13 if learned else 7, symbol="star" if learned else "circle"),
+                            line=dict(color=cmap[s], dash=dash, width=2),
+                            marker=dict(size=size, symbol=symbol, line=dict(width=2, color=cmap[s])),
                             row=1, col=col)
     nfes = sorted({int(r["nfe"]) for r in rows if r["solver"] != gt_label})
     nice = [v for v in nfes if v in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)] or nfes
     fig.update_xaxes(title="NFE (network evaluations)", type="log", tickmode="array", tickvals=nice)
-    fig.update_yaxes(title="RMSE (data units)", type="log", row=1, col=1)
+    fig.update_yaxes(title="RMSE (data units)", type="log", row=1, col=1,
+                     **log_ticks([r["rmse"] for r in rows if r["solver"] != gt_label]))
     fig.update_yaxes(title="PSNR (dB)", row=1, col=2)
     return _layout(fig, "Error vs NFE (learned solvers are stars)", height=460)
 

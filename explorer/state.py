@@ -28,6 +28,7 @@ ABLATIONS = "ablations"  # list[dict]: finished sweeps
 BENCHMARKS = "benchmarks"  # list[dict]: finished benchmark runs
 KEPT = "_kept_widgets"  # widget values kept across page switches
 GUIDANCE = "guidance"  # model key -> the classifier-free guidance scale chosen for it
+SOLVER_NUMBER = "solver_number"  # how many solvers this session has numbered (#1, #2, ...)
 
 _solver_ids = itertools.count(1)
 
@@ -46,6 +47,7 @@ class SolverEntry:
     history: list = dc_field(default_factory=list)
     summary: dict = dc_field(default_factory=dict)
     note: str = ""
+    file_digest: str = ""  # sha256 of the uploaded file it came from (uploads only)
     id: int = dc_field(default_factory=lambda: next(_solver_ids))
     created: float = dc_field(default_factory=time.time)
 
@@ -70,7 +72,7 @@ def init() -> None:
     """Create the session's keys once (safe to call on every run)."""
     ss = st.session_state
     for key, default in ((UPLOADS, {}), (SOLVERS, []), (JOBS, []), (ABLATIONS, []), (BENCHMARKS, []), (KEPT, {}),
-                         (GUIDANCE, {})):
+                         (GUIDANCE, {}), (SOLVER_NUMBER, 0)):
         if key not in ss:
             ss[key] = default
     if MODEL_KEY not in ss:
@@ -189,6 +191,13 @@ def solvers(field=None) -> list[SolverEntry]:
     return [s for s in rows if s.model_id == field.model_id and s.guidance == field.guidance_scale]
 
 
+def numbered(text: str) -> str:
+    """'#k text' with k the session's next solver number: a solver's label, never reused in the
+    session, which also fixes its colour on every page (explorer/figures.py solver_color)."""
+    st.session_state[SOLVER_NUMBER] = st.session_state.get(SOLVER_NUMBER, 0) + 1
+    return f"#{st.session_state[SOLVER_NUMBER]} {text}"
+
+
 def add_solver(entry: SolverEntry) -> SolverEntry:
     st.session_state[SOLVERS].append(entry)
     return entry
@@ -225,8 +234,9 @@ def harvest() -> int:
             spec = job.params.get("spec", {})
             note = job.error or ("stopped early; best solver so far" if job.status == jobs_mod.STOPPED else "")
             best = dict(res.best)
-            label = (f"#{len(st.session_state[SOLVERS]) + 1} {spec.get('family', '?')} NFE {res.solver.nfe}"
-                     f" (RMSE {best.get('rmse', float('nan')):.4f})")
+            # No metric in the label: the validation RMSE is on the run's own noise, the pages'
+            # numbers on the evaluation set (explorer/evaluation.py); each is shown where it belongs.
+            label = numbered(f"{spec.get('family', '?')} NFE {res.solver.nfe}")
             add_solver(SolverEntry(label, res.solver, job.params.get("model_id", ""), job.params.get("guidance"),
                                    "trained", spec=spec,
                                    best=best, history=list(res.history), summary=res.summary(), note=note))

@@ -40,14 +40,28 @@ def metric_line(rmse: float, psnr: float) -> str:
 
 
 def sidebar() -> None:
-    """The chosen model and the session's work, on every page."""
+    """The chosen model and the session's work, on every page. The job count redraws itself
+    every second while a job is queued or running, so it follows the jobs' real state."""
     with st.sidebar:
         st.caption("Model")
         st.markdown(f"**{state.current_label()}**")
         field = state.current_field()
         n_solvers = len(state.solvers(field))
-        running = state.active_jobs()
-        st.caption(f"{n_solvers} learned solver(s) for this model · {len(running)} job(s) running")
+
+        @st.fragment(run_every=1.0 if state.active_jobs() else None)
+        def work_line() -> None:
+            st.caption(f"{n_solvers} learned solver(s) for this model · {jobs_line(state.session_jobs())}")
+
+        work_line()
+
+
+def jobs_line(jobs: list) -> str:
+    """'1 job running, 2 queued' from the jobs' status (explorer/jobs.py)."""
+    from .jobs import QUEUED, RUNNING
+
+    running = sum(j.status == RUNNING for j in jobs)
+    queued = sum(j.status == QUEUED for j in jobs)
+    return f"{running} job(s) running" + (f", {queued} queued" if queued else "")
 
 
 def solver_picker(field, key: str, label: str = "Learned solver", allow_none: bool = False) -> Optional[SolverEntry]:

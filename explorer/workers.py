@@ -50,9 +50,10 @@ def _autosave(job: Job, result, field, status: str) -> str:
     return f"; saved to {path}"
 
 
-def ablation_job(field, spec: SolverSpec, cfg: TrainConfig, param: str, values: list[float]):
+def ablation_job(field, spec: SolverSpec, cfg: TrainConfig, param: str, values: list[float], gt=None):
     """Train one solver per value of `param` ("lipschitz" or "sigma0") with the same budget.
-    Rows: {param, "rmse", "psnr", "init_rmse", "init_psnr", "best_iteration", "seconds"}."""
+    Rows: {param, "rmse", "psnr", "init_rmse", "init_psnr", "best_iteration", "seconds"}.
+    gt: a GT data set (core.gtdata.open_gt) every run trains on, instead of solving GT per run."""
     if param not in ABLATION_PARAMS:
         raise ValueError(f"unknown ablation parameter {param!r}; known: {sorted(ABLATION_PARAMS)}")
     if not values:
@@ -70,7 +71,7 @@ def ablation_job(field, spec: SolverSpec, cfg: TrainConfig, param: str, values: 
                 job.report(progress=(k + ev.iteration / max(cfg.iters, 1)) / len(values))
 
             res = train_solver(field, dataclasses.replace(spec, **{param: float(v)}), cfg, callback=callback,
-                               stop_event=job.stop)
+                               stop_event=job.stop, gt=gt)
             row = {param: float(v), "rmse": res.best.get("rmse", math.nan), "psnr": res.best.get("psnr", math.nan),
                    "init_rmse": res.init.get("rmse", math.nan), "init_psnr": res.init.get("psnr", math.nan),
                    "best_iteration": res.best_iteration, "seconds": round(time.perf_counter() - t0, 2)}

@@ -51,6 +51,7 @@ if st.button("Run the sweep", type="primary", key="abl.start", icon=":material/p
                        params={"spec": dataclasses.asdict(spec), "cfg": dataclasses.asdict(cfg), "param": param,
                                "values": values})
         state.add_job(jobs.start(job, work))
+        st.rerun()  # redraw everything with the new job (the sidebar's job count included)
 
 running = [j for j in state.session_jobs("ablation", model_key) if not j.harvested]
 if running:

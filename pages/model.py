@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from explorer import cached, figures, state, ui
+from explorer import cached, evaluation, figures, state, ui
 from explorer.models import MAX_UPLOAD_MB, ModelLoadError, describe, is_2d, is_image, upload_key
 
 ui.header(
@@ -23,6 +23,8 @@ labels = {r.key: r.label for r in rows}
 current = state.model_key()
 col_pick, col_up = st.columns([3, 2])
 with col_pick:
+    if st.session_state.get("model.pick_next") in keys:  # set by an upload below, on the previous run
+        st.session_state[f"model.pick.{len(keys)}"] = st.session_state.pop("model.pick_next")
     choice = st.selectbox("Model", keys, index=keys.index(current) if current in keys else 0,
                           format_func=lambda k: labels[k], key=f"model.pick.{len(keys)}")
     if choice != current:
@@ -34,7 +36,15 @@ with col_up:
     if up is not None:
         raw = up.getvalue()
         key = upload_key(raw)
-        if key not in st.session_state[state.UPLOADS]:
+        if key in st.session_state[state.UPLOADS] and st.session_state.get("model.upload_seen") != up.file_id:
+            # The same file uploaded again (a new upload of it): make it the current model again.
+            st.session_state["model.upload_seen"] = up.file_id
+            if key != state.model_key():
+                state.set_model(key)
+                st.session_state["model.pick_next"] = key
+                st.rerun()
+        elif key not in st.session_state[state.UPLOADS]:
+            st.session_state["model.upload_seen"] = up.file_id
             try:
                 state.add_upload(up.name, raw)
             except ModelLoadError as e:
@@ -70,20 +80,32 @@ with col_path:
             st.caption(f"eps-VP: alpha_0 = {float(c.alpha[0]):.4f}, not exactly 0: the source is almost, "
                        "not exactly, pure noise.")
 
-# --- Its GT samples ---------------------------------------------------------------------------
-st.subheader("Ground-truth samples")
+# --- Its GT samples next to the data -----------------------------------------------------------
+# Drawn last: the GT solve takes a second or two, and everything above is on screen meanwhile.
+st.subheader("Ground-truth samples next to the data")
+n, seed = evaluation.size(field), evaluation.EVAL_SEED
+gt = cached.gt_samples(state.field_key(), n, seed, field)
+versus = cached.data_comparison(state.field_key(), n, seed, field)
+panels = {"GT (dopri5)": gt.x}
+subtitles = {"GT (dopri5)": f"{n} samples · adaptive, {gt.nfe} NFE"}
+if versus is not None:
+    panels["data (training distribution)"] = versus["data"]
+    subtitles["data (training distribution)"] = f"{n} fresh samples of the data set"
 if is_image(field):
-    n = 20
-    x = cached.gt_samples(state.field_key(), n, 0, field)
-    labels_note = " (row-major, classes cycling 0, 1, 2, ...)" if getattr(field, "num_classes", 0) else ""
-    st.plotly_chart(figures.image_grids({"GT (dopri5)": x}, f"{n} GT samples{labels_note}", cols=10),
-                    key="model.gt")
+    labels_note = " (GT row-major, classes cycling 0, 1, 2, ...)" if getattr(field, "num_classes", 0) else ""
+    st.plotly_chart(figures.image_grids(panels, f"What the model makes and what it learned from{labels_note}",
+                                        subtitles, cols=10), key="model.gt")
 elif is_2d(field):
-    n = 2000
-    x = cached.gt_samples(state.field_key(), n, 0, field)
-    st.plotly_chart(figures.scatter_2d({"GT (dopri5)": x}, f"{n} GT samples"), key="model.gt")
+    st.plotly_chart(figures.scatter_2d(panels, "What the model makes and what it learned from", subtitles),
+                    key="model.gt")
 else:
-    n = 256
-    x = cached.gt_samples(state.field_key(), n, 0, field)
-    st.write(f"{n} GT samples of shape {field.data_shape}; mean {np.mean(x):.3f}, std {np.std(x):.3f}.")
-st.caption("Same noise (seed 0) on every page, so samples, paths and errors line up across pages.")
+    st.write(f"{n} GT samples of shape {field.data_shape}; mean {np.mean(gt.x):.3f}, std {np.std(gt.x):.3f}.")
+if versus is not None:
+    st.dataframe(versus["rows"], hide_index=True, key="model.distance")
+    st.caption("Distance between the GT samples and fresh data (lower is better). Two independent data samples of "
+               "this size are not at distance 0 either (last column): that is the level a perfect model shows with "
+               "this many samples. A well-trained model is at about that level; an under-trained one well above it.")
+else:
+    st.caption("This model's checkpoint does not name a data set this app can sample, so its GT samples cannot be "
+               "compared with its data.")
+st.caption(f"GT samples: {evaluation.describe(field)}, so samples, paths and errors line up across pages.")

@@ -2,32 +2,38 @@
 import numpy as np
 import streamlit as st
 
-from explorer import cached, compute, figures, state, ui
+from explorer import cached, compute, evaluation, figures, state, ui
 from explorer.models import is_2d, is_image
 
 ui.header(
     "Samples side by side",
-    "Every panel starts from **the same noise** $x_0$, so differences are the solvers' errors, not "
-    "randomness. GT is the adaptive solve; the others spend only the NFE you choose. Under each panel: "
-    "the mean per-sample RMSE and PSNR to the GT sample from the same noise ($R$ = the data range).",
+    "Every panel starts from **the same noise** $x_0$ (the model's evaluation set), so differences are the "
+    "solvers' errors, not randomness. GT is the adaptive solve; the others spend the NFE shown. By default "
+    "the built-in solvers run at the learned solver's NFE: a fair comparison spends the same number of "
+    "network evaluations. Under each panel: the mean per-sample RMSE and PSNR to the GT sample from the same "
+    "noise ($R$ = the data range).",
     r"\mathrm{RMSE}(x, x^{\mathrm{GT}}) = \sqrt{\tfrac1D \textstyle\sum_j (x_j - x^{\mathrm{GT}}_j)^2},\qquad "
     r"\mathrm{PSNR} = 10 \log_{10} \frac{R^2}{\mathrm{MSE}(x, x^{\mathrm{GT}})}\ \mathrm{dB}",
-    "lower the NFE until RK2's samples smear out, then look at the learned solver at the same NFE.",
+    "train solvers at NFE 4 and at NFE 8 on the Train page and pick each here: RK2 follows its NFE, and at "
+    "NFE 4 its samples smear out where the learned solver's stay sharp. Then untick 'Same NFE' and raise "
+    "RK2's NFE until it matches the learned solver: that is the saving.",
 )
 
 field = state.current_field()
 entry = ui.solver_picker(field, "samples.solver")
 c1, c2 = st.columns(2)
 with c1:
-    nfe = st.number_input("NFE of the built-in solvers", 1, 64, step=1,
+    same = entry is not None and st.checkbox(
+        "Same NFE as the learned solver", key=state.kept("samples.same_nfe", True),
+        help="The built-in solvers spend as many network evaluations as the learned one (a fair comparison).")
+    if same:
+        st.session_state["samples.nfe"] = entry.solver.nfe
+    nfe = st.number_input("NFE of the built-in solvers", 1, 64, step=1, disabled=same,
                           key=state.kept("samples.nfe", entry.solver.nfe if entry is not None else 8),
                           help="The learned solver always runs at its own NFE.")
 with c2:
     extra = st.multiselect("More built-in solvers", [s for s in compute.available_baselines(field) if s != compute.RK2],
                            key=state.kept("samples.extra", []), format_func=compute.solver_label)
-if entry is not None and nfe != entry.solver.nfe:
-    st.button(f"Use the learned solver's NFE ({entry.solver.nfe})", key="samples.match",
-              on_click=lambda: st.session_state.update({"samples.nfe": entry.solver.nfe}))
 
 runs, keys = [], []
 for name in [compute.RK2, *extra]:
@@ -39,17 +45,23 @@ for name in [compute.RK2, *extra]:
 if entry is not None:
     runs.append((f"{entry.label}", entry.solver, None))
     keys.append((entry.digest, entry.solver.nfe))
+    unequal = [f"{label.split(' @ ')[0]} at NFE {k}" for label, _, k in runs[:-1] if k != entry.solver.nfe]
+    if unequal:
+        st.warning(f"Not an equal-NFE comparison: {entry.label} runs at NFE {entry.solver.nfe}, but "
+                   + ", ".join(unequal) + (" (it needs a multiple of its stages)" if same else "") + ".",
+                   icon=":material/warning:")
 
 image = is_image(field)
-n = 20 if image else 1000
-result = cached.samples(state.field_key(), tuple(keys), n, 0, field, runs)
+n, seed = evaluation.size(field), evaluation.EVAL_SEED
+result = cached.samples(state.field_key(), tuple(keys), n, seed, field, runs)
 panels = {r.label: r.x for r in result}
 subtitles = {r.label: (f"NFE {r.nfe} (adaptive)" if r.label == compute.GT_LABEL else
                        f"NFE {r.nfe} · {ui.metric_line(r.rmse, r.psnr)}") for r in result}
 if image:
-    st.plotly_chart(figures.image_grids(panels, f"{n} samples per solver", subtitles, cols=5), key="samples.fig")
+    st.plotly_chart(figures.image_grids(panels, "Samples per solver", subtitles, cols=10), key="samples.fig")
 elif is_2d(field):
-    st.plotly_chart(figures.scatter_2d(panels, f"{n} samples per solver", subtitles), key="samples.fig")
+    st.plotly_chart(figures.scatter_2d(panels, "Samples per solver", subtitles), key="samples.fig")
+st.caption(f"Every panel: {evaluation.describe(field)}.")
 st.dataframe([{"solver": r.label, "NFE": r.nfe, "RMSE to GT": r.rmse, "PSNR to GT (dB)": r.psnr}
               for r in result[1:]], hide_index=True, key="samples.table")
 if not all(np.isfinite([r.rmse for r in result[1:]])):

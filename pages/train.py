@@ -9,12 +9,14 @@ from core.checkpoint import CheckpointError
 from core.solvers.learned import load_solver
 from core.solvers.bns import BNS_INITS
 from core.train import LEARNED_FAMILIES, SolverSpec, TrainConfig
-from explorer import autosave, compute, figures, jobs, livechart, state, ui, workers
+from explorer import autosave, compute, evaluation, figures, jobs, livechart, state, ui, workers
 from explorer.models import MAX_UPLOAD_MB
 
-FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler on a learned scale-time path)",
-                 "rk2-bespoke": "RK2-Bespoke (midpoint on a learned scale-time path)",
-                 "bns": "BNS (Bespoke Non-Stationary: learned time grid + multistep coefficients)"}
+# Short enough for the selectbox's width (a longer label was cut off); the help says the rest.
+FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler)", "rk2-bespoke": "RK2-Bespoke (midpoint)",
+                 "bns": "BNS (non-stationary)"}
+FAMILY_HELP = ("RK1/RK2-Bespoke: Euler / midpoint on a learned scale-time path. BNS (Bespoke Non-Stationary): "
+               "a learned time grid and, per step, learned weights of the start point and all velocities so far.")
 BESPOKE_INITS = ("identity", "fm-cs", "edm")
 
 ui.header(
@@ -39,7 +41,7 @@ model_key = state.field_key()
 c1, c2, c3 = st.columns(3)
 with c1:
     family = st.selectbox("Solver family", LEARNED_FAMILIES, key=state.kept("train.family", "rk2-bespoke"),
-                          format_func=lambda f: FAMILY_LABELS.get(f, f))
+                          format_func=lambda f: FAMILY_LABELS.get(f, f), help=FAMILY_HELP)
     nfe = st.number_input("NFE (network evaluations)", 1, 64, step=1, key=state.kept("train.nfe", 8),
                           help="RK2-Bespoke uses 2 evaluations per step, so its NFE must be even.")
 with c2:
@@ -82,6 +84,9 @@ if st.button("Train", type="primary", key="train.start", icon=":material/play_ar
                           n_val=int(n_val), val_every=int(val_every), seed=int(seed))
         if family == "rk2-bespoke" and spec.nfe % 2:
             raise ValueError(f"RK2-Bespoke uses 2 evaluations per step, so its NFE must be even; got {spec.nfe}")
+        if cfg.seed == evaluation.EVAL_SEED:
+            raise ValueError(f"seed {cfg.seed} draws the evaluation set's noise (the other pages measure solvers on "
+                             "it); pick another seed so that training stays held out from it")
     except ValueError as e:
         ui.show_error(str(e))
     else:
@@ -90,6 +95,7 @@ if st.button("Train", type="primary", key="train.start", icon=":material/play_ar
                                "model_id": field.model_id, "guidance": field.guidance_scale})
         state.add_job(jobs.start(job, workers.train_job(field, spec, cfg)))
         st.session_state["train.focus"] = job.id
+        st.rerun()  # redraw everything (the sidebar's job count, the run list) with the new job
 
 # --- Live view of the focused run ------------------------------------------------------------
 train_jobs = state.session_jobs("train", model_key)
@@ -102,14 +108,23 @@ if train_jobs:
         focus_id = st.selectbox("Run", [j.id for j in train_jobs][::-1], index=0 if focus_id == train_jobs[-1].id
                                 else [j.id for j in train_jobs][::-1].index(focus_id),
                                 format_func=lambda i: f"run {i}: {by_id[i].label} ({by_id[i].status})",
-                                key=f"train.run_pick.{len(train_jobs)}")
+                                help="Each run's status as of the last redraw; the page redraws when any run "
+                                     "starts or ends.",
+                                # a new widget whenever a run's status changes: the browser keeps
+                                # showing a kept selectbox's old option text otherwise ("(running)")
+                                key="train.run_pick." + ".".join(f"{j.id}{j.status}" for j in train_jobs))
         st.session_state["train.focus"] = focus_id
     job = by_id[focus_id]
     identity = {"identity": compute.reference_maps(field, 51)["identity"]}  # the rest: Schedules page
+    drawn = {j.id: j.status for j in train_jobs}  # what this run of the page shows for each run
+    watching = any(not j.is_finished or not j.harvested for j in train_jobs)
+    family_of = job.params.get("spec", {}).get("family", "")
 
-    @st.fragment(run_every=0.2 if not job.is_finished else None)
+    @st.fragment(run_every=0.2 if watching else None)
     def live(job=job):
-        if job.is_finished and not job.harvested:
+        # Any run that started, ended or failed since the page was drawn: redraw the whole page
+        # (the run selector's status, the sidebar, the solver list), not just this chart.
+        if any(j.status != drawn.get(j.id) or (j.is_finished and not j.harvested) for j in train_jobs):
             state.harvest()
             st.rerun()
         cols = st.columns([4, 1])
@@ -126,7 +141,9 @@ if train_jobs:
         params = dict(job.latest)
         if hist:
             schedule = {"learned (now)": params, **identity} if compute.is_st_params(params) else None
-            fig = figures.training_live(hist, schedule, ("learned (now)",), params.get("time_grid"))
+            title = ("Training, live" if not job.is_finished else
+                     f"Training: run {job.id} {job.status} after {job.elapsed:.1f} s")
+            fig = figures.training_live(hist, schedule, ("learned (now)",), params.get("time_grid"), family_of, title)
             if job.is_finished:
                 st.plotly_chart(fig, key="train.live")
             else:  # moved in place several times a second (see explorer/livechart.py)
@@ -138,7 +155,11 @@ if train_jobs:
             last_val = [h for h in hist if "rmse" in h]
             if last_val:
                 v = last_val[-1]
-                st.caption(f"Latest validation at iteration {v['iteration']}: {ui.metric_line(v['rmse'], v['psnr'])}. "
+                n_val = job.params.get("cfg", {}).get("n_val", "?")
+                seed_ = job.params.get("cfg", {}).get("seed", "?")
+                st.caption(f"Latest validation at iteration {v['iteration']}: {ui.metric_line(v['rmse'], v['psnr'])} "
+                           f"on the run's own {n_val} validation noise samples (seed {seed_}, never trained on; the "
+                           "other pages measure on the evaluation set, so their numbers differ a little). "
                            "Row 2: the solver right now (derivatives and the comparison with the dedicated "
                            "schedules: Schedules page).")
 
@@ -148,10 +169,15 @@ if train_jobs:
 st.subheader("Solvers in this session")
 rows = state.solvers(field)
 if rows:
-    st.dataframe([{"solver": r.label, "family": r.family, "NFE": r.solver.nfe, "best RMSE": r.best.get("rmse"),
-                   "best PSNR (dB)": r.best.get("psnr"), "free parameters": r.solver.num_free_parameters,
+    st.dataframe([{"solver": r.label, "family": r.family, "NFE": r.solver.nfe, "best validation RMSE": r.best.get("rmse"),
+                   "best validation PSNR (dB)": r.best.get("psnr"), "free parameters": r.solver.num_free_parameters,
                    "source": r.source, "note": r.note} for r in rows], hide_index=True, key="train.solvers")
+    st.caption("Validation: each run's own held-out noise (its seed, its number of validation samples). The "
+               "Samples, Paths and Benchmark pages measure every solver on the model's evaluation set "
+               f"({evaluation.describe(field)}).")
     by_id = {r.id: r for r in rows}
+    if st.session_state.get("train.pick_next") in by_id:  # a solver just added: show it picked
+        st.session_state["train.solver_pick"] = st.session_state.pop("train.pick_next")
     pick = st.selectbox("Solver", list(by_id)[::-1], format_func=lambda i: by_id[i].label, key="train.solver_pick")
     d1, d2 = st.columns(2)
     with d1:
@@ -169,24 +195,36 @@ else:
 up = st.file_uploader(f"Upload a solver saved earlier (.safetensors, at most {MAX_UPLOAD_MB} MB)",
                       max_upload_size=MAX_UPLOAD_MB, key="train.upload")
 if up is not None:
-    raw = up.getvalue()
-    digest = hashlib.sha256(raw).hexdigest()
-    seen = st.session_state.setdefault("train.uploaded", {})
-    if digest not in seen:
+    # Every upload is processed once: an upload is one file_id (the same file uploaded again,
+    # e.g. after "Remove from the list", is a new one); the outcome stays shown while the file does.
+    outcome = st.session_state.setdefault("train.upload_outcome", {})
+    if up.file_id not in outcome:
+        raw = up.getvalue()
         try:
             solver, header = load_solver(raw, field=field)
         except (CheckpointError, ValueError) as e:
-            seen[digest] = str(e)
+            outcome[up.file_id] = ("error", f"Could not use {up.name!r}: {e}")
         else:
-            extra = header.get("train") or {}
-            best = extra.get("best") if isinstance(extra.get("best"), dict) else {}
-            state.add_solver(state.SolverEntry(f"#{len(state.solvers()) + 1} uploaded {up.name}", solver,
-                                               field.model_id, field.guidance_scale, "uploaded", spec=header,
-                                               best=best))
-            seen[digest] = ""
-            st.rerun()
-    if seen[digest]:
-        ui.show_error(f"Could not use {up.name!r}: {seen[digest]}")
+            digest = hashlib.sha256(raw).hexdigest()
+            same = [r for r in state.solvers(field) if r.file_digest == digest]
+            if same:
+                outcome[up.file_id] = ("info", f"{up.name!r} is already in the list as {same[0].label}.")
+            else:
+                extra = header.get("train") or {}
+                best = extra.get("best") if isinstance(extra.get("best"), dict) else {}
+                entry = state.add_solver(state.SolverEntry(state.numbered(f"uploaded {up.name}"), solver,
+                                                           field.model_id, field.guidance_scale, "uploaded",
+                                                           spec=header, best=best, file_digest=digest))
+                outcome[up.file_id] = ("success", f"Added {up.name!r} to the list as {entry.label}.")
+                st.session_state["train.pick_next"] = entry.id
+                st.rerun()
+    kind_, message = outcome[up.file_id]
+    if kind_ == "error":
+        ui.show_error(message)
+    elif kind_ == "info":
+        st.info(message)
+    else:
+        st.success(message)
 
 saved_runs = autosave.list_runs(field.model_id, field.guidance_scale)
 if saved_runs:
@@ -207,7 +245,7 @@ if saved_runs:
             else:
                 extra = header.get("train") or {}
                 best = extra.get("best") if isinstance(extra.get("best"), dict) else {}
-                state.add_solver(state.SolverEntry(f"#{len(state.solvers()) + 1} restored {os.path.basename(chosen)}",
+                state.add_solver(state.SolverEntry(state.numbered(f"restored {os.path.basename(chosen)}"),
                                                    solver, field.model_id, field.guidance_scale, "restored",
                                                    spec=header, best=best))
                 st.rerun()

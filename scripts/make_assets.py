@@ -4,6 +4,8 @@
     python scripts/make_assets.py --retrain       # train all of them again
     python scripts/make_assets.py --only digits_fm-ot --jobs 1
     python scripts/make_assets.py --pictures-only # redraw pictures and README from the checkpoints
+    python scripts/make_assets.py --restamp       # re-stamp assets/ under the current checkpoint format
+    python scripts/make_assets.py --restamp F ... # ... or these files (models first, then solvers)
 
 Each model is made by exactly the `python -m core train-model ...` command listed in MODELS
 (one CPU thread, device cpu), so the README's commands are the ones that ran. Pictures show GT
@@ -133,6 +135,10 @@ facts below in machine-readable form. This file and the pictures are written by
   twice the steps).
 - `digits_classifier.safetensors` is not a flow model: it is the feature network of the digits
   Frechet distance (`core/features.py`, made by `scripts/train_digits_classifier.py`).
+- Checkpoint format 2: the content hash (a model's model_id) covers the header as well as the
+  weights. The files here were trained under format 1 and re-stamped with
+  `python scripts/make_assets.py --restamp` (same weights and headers, new hash; each old hash
+  was checked first), which also updated the model ids in `manifest.json`.
 
 Each model below was made by the command shown under its picture (seed 0, one CPU thread).
 Training times are wall-clock seconds on this machine while its 2 cores were shared with other
@@ -165,6 +171,38 @@ def write_readme(facts: list[dict]) -> None:
     (ASSETS / "manifest.json").write_text(json.dumps(facts, indent=2) + "\n")
 
 
+def restamp(files: list[Path]) -> dict[str, str]:
+    """Rewrite checkpoints under the current format (core.checkpoint.restamp: same tensors and
+    header, the hash now covering the header too), models before solvers so that a solver bound
+    to a re-stamped model is re-bound to its new model_id. Updates model ids in manifest.json.
+    Only for files one trusts: each file's old hash is checked first. Returns old -> new ids."""
+    import struct
+
+    from core import checkpoint
+
+    def kind(f: Path) -> str:
+        raw = f.read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        return json.loads(json.loads(raw[8:8 + n])["__metadata__"]["bespoke"]).get("kind", "")
+
+    files = sorted(files, key=lambda f: kind(f) == "solver")  # models (and the rest) first
+    ids: dict[str, str] = {}
+    for f in files:
+        raw = f.read_bytes()
+        new = checkpoint.restamp(raw, ids)
+        checkpoint.write_atomic(f, new)
+        old_id = checkpoint.content_hash_of_old(raw)
+        ids[old_id] = checkpoint.loads(new)[1]["content_hash"]
+        print(f"[restamp] {f.name}: {old_id[:12]} -> {ids[old_id][:12]}", flush=True)
+    manifest = ASSETS / "manifest.json"
+    if manifest.exists():
+        text = manifest.read_text()
+        for old, new in ids.items():
+            text = text.replace(old, new)
+        manifest.write_text(text)
+    return ids
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="+", choices=sorted(MODELS), help="these models only")
@@ -172,7 +210,13 @@ def main() -> None:
     ap.add_argument("--pictures-only", action="store_true", help="no training")
     ap.add_argument("--no-pictures", action="store_true", help="train only")
     ap.add_argument("--jobs", type=int, default=2, help="models trained at once (default 2)")
+    ap.add_argument("--restamp", nargs="*", metavar="FILE", default=None,
+                    help="re-stamp these checkpoints (default: every one in assets/) under the current "
+                         "format, then stop; no training, no pictures")
     args = ap.parse_args()
+    if args.restamp is not None:
+        restamp([Path(f) for f in args.restamp] or sorted(ASSETS.glob("*.safetensors")))
+        return
     names = args.only or list(MODELS)
     if not args.pictures_only:
         todo = [n for n in names if args.retrain or not (ASSETS / f"{n}.safetensors").exists()]

@@ -1,5 +1,5 @@
 """Regenerate docs/RESULTS.md: every shipped model, every solver, NFE sweeps, learned solvers
-trained per NFE, compared with the papers' claims (MATH.md section 5).
+trained per NFE, compared with the papers' claims (docs/MATH.md section 5).
 
     python scripts/make_report.py                 # every model x 9 solvers x 3 NFEs, learned solvers
                                                   # trained with the CLI's defaults (core.train.TrainConfig)
@@ -158,7 +158,7 @@ def training_sentences(res: SweepResult) -> str:
 # -------------------------------------------------------------------------------------------
 
 def claims(res: SweepResult) -> list[tuple[str, str, str]]:
-    """(claim, verdict, evidence) for MATH.md section 5's claims, from this model's numbers."""
+    """(claim, verdict, evidence) for docs/MATH.md section 5's claims, from this model's numbers."""
     out = []
     pairs = [(n, res.cell("midpoint", n), res.cell("rk2-bespoke", n)) for n in res.nfes]
     pairs = [(n, a, b) for n, a, b in pairs if a and b and a["nfe"] == b["nfe"]]
@@ -233,7 +233,7 @@ def claims_markdown(results: dict[str, SweepResult], check: SweepResult | None =
     """A claims x models verdict table, then every verdict with its evidence, then explanations."""
     per_model = {name: claims(res) for name, res in results.items()}
     order = list(dict.fromkeys(c for cl in per_model.values() for c, _, _ in cl))
-    out = ["| claim (MATH.md 5) | " + " | ".join(per_model) + " |", "|---|" + "---|" * len(per_model)]
+    out = ["| claim (docs/MATH.md §5) | " + " | ".join(per_model) + " |", "|---|" + "---|" * len(per_model)]
     for claim in order:
         cells = [next((v for c, v, _ in cl if c == claim), "-") for cl in per_model.values()]
         out.append(f"| {claim} | " + " | ".join(cells) + " |")
@@ -408,7 +408,7 @@ def write_report(results: dict[str, SweepResult], out: Path, meta: dict, check: 
              "Do not edit by hand: every number and every sentence under a table comes from that run "
              f"(raw numbers: `docs/{rel}/<model>.json`).", "",
              "How to read it: RMSE and PSNR compare each solver's sample with the GT sample from the same noise "
-             "(MATH.md section 0; mean over samples of the per-sample value). The distances compare the set of "
+             "(docs/MATH.md §8; mean over samples of the per-sample value). The distances compare the set of "
              "samples with fresh samples of the training data: sliced Wasserstein (\"sw\") and energy distance for "
              "2-D data; for digits a Frechet distance in the feature space of a small digits classifier "
              "(`assets/digits_classifier.safetensors`, trained by `scripts/train_digits_classifier.py`). "

@@ -117,3 +117,102 @@ def test_decode_traces_roundtrip(shape):
     x = np.random.default_rng(1).normal(size=(7, *shape))
     fig = figures.scatter_2d({"a": x.reshape(7, -1)[:, :2]}, "t")
     np.testing.assert_allclose(_traces(fig)[0]["x"], x.reshape(7, -1)[:, 0])
+
+
+def test_each_solver_keeps_one_colour_whatever_else_is_drawn():
+    alone = figures.colors(["RK2 (midpoint)"])
+    crowd = figures.colors(["GT (dopri5)", "#2 bns NFE 8", "RK1 (Euler)", "RK2 (midpoint) @ 8", "DDIM", "#1 rk2-bespoke NFE 8"])
+    assert crowd["RK2 (midpoint) @ 8"] == alone["RK2 (midpoint)"]
+    assert crowd["#1 rk2-bespoke NFE 8"] == figures.colors(["#1 x"])["#1 x"]  # by its number only
+    assert len(set(crowd.values())) == len(crowd)  # all different
+    assert figures.solver_color("#1 a") not in figures.SOLVER_COLORS.values()
+
+
+def test_log_ticks_are_plain_numbers_in_1_2_5_steps():
+    t = figures.log_ticks([0.013, 0.3, float("nan"), 0.0])
+    assert t["tickvals"] == [0.02, 0.05, 0.1, 0.2] and t["ticktext"] == ["0.02", "0.05", "0.1", "0.2"]
+    wide = figures.log_ticks([1e-6, 1.0])
+    assert len(wide["tickvals"]) <= 7 and wide["tickvals"][0] == 1e-6
+    narrow = figures.log_ticks([0.0102, 0.0161])
+    assert len(narrow["tickvals"]) >= 2
+    assert figures.log_ticks([float("nan")]) == {}
+
+
+def test_data_space_is_drawn_with_equal_axis_scales():
+    pts = np.random.default_rng(0).uniform([-4, -1], [4, 1], size=(100, 2))  # wide, flat data
+    lay = figures.scatter_2d({"GT (dopri5)": pts, "data": pts}, "t").layout
+    assert lay.yaxis.scaleanchor == "x" and lay.yaxis2.scaleanchor == "x2" and lay.yaxis.scaleratio == 1
+    assert tuple(lay.xaxis.range) == tuple(lay.yaxis.range) == tuple(lay.xaxis2.range)
+    series = {"GT (dopri5)": {"times": np.linspace(0, 1, 3), "pts": np.zeros((3, 2, 2))}}
+    assert figures.paths_plane(series, "GT (dopri5)", "t", ("a", "b")).layout.yaxis.scaleanchor == "x"
+
+
+def test_benchmark_keeps_coinciding_solvers_visible():
+    rows = [{"solver": "GT (dopri5)", "kind": "GT", "nfe": 100, "rmse": 0.0, "psnr": float("inf")}]
+    for name in ("RK1 (Euler)", "DDIM"):
+        rows += [{"solver": name, "kind": "built-in", "nfe": k, "rmse": 1.0 / k, "psnr": 10.0 * k} for k in (2, 4, 8)]
+    fig = figures.benchmark(rows)
+    euler, ddim = fig.data[0], fig.data[2]
+    assert (euler.name, ddim.name) == ("RK1 (Euler)", "DDIM")
+    assert euler.marker.symbol != ddim.marker.symbol and euler.line.dash != ddim.line.dash
+    assert euler.marker.size < ddim.marker.size  # the open diamond rings Euler's dot
+    assert euler.line.color != ddim.line.color
+    from explorer import compute
+    assert compute.coinciding(rows) == [("RK1 (Euler)", "DDIM")]
+    assert list(fig.layout.yaxis.ticktext) == ["0.2", "0.5"]
+
+
+def test_coefficient_heatmaps_share_one_colour_bar_and_label_their_axes():
+    n = 4
+    b = np.tril(np.ones((n, n)))
+    b[np.triu_indices(n, 1)] = np.nan
+    fig = figures.coefficient_heatmaps({"a_i (weight of x0)": np.ones(n), "b_ij (weights of u_j)": b}, "t")
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat) == 2 and all(t.coloraxis == "coloraxis" for t in heat)
+    assert fig.layout.coloraxis.colorbar.x >= 1.0  # right of every panel, so it overlaps none
+    assert list(fig.layout.xaxis.ticktext) == ["x0"] and fig.layout.xaxis2.title.text == "j"
+    assert fig.layout.xaxis.domain[1] - fig.layout.xaxis.domain[0] < fig.layout.xaxis2.domain[1] - fig.layout.xaxis2.domain[0]
+    assert fig.layout.yaxis.dtick == 1
+
+
+def test_bns_loss_is_labelled_negative_psnr():
+    hist = [{"iteration": 0, "loss": float("nan"), "rmse": 0.2, "psnr": 20.0}, {"iteration": 1, "loss": -30.0}]
+    fig = figures.training_curves(hist, family="bns")
+    assert fig.layout.yaxis.title.text == "loss = -PSNR (dB)" and fig.layout.annotations[0].text == "training loss = -PSNR"
+    live = figures.training_live(hist, family="rk2-bespoke", title="Training: run 1 done after 3.0 s")
+    assert live.layout.yaxis.title.text == "RMSE bound (data units)" and live.layout.title.text.startswith("Training: run 1 done")
+
+
+def test_every_builder_draws_against_the_right_x():
+    """x values, not only lengths: dt/ds at the nodes r_0..r_{M-1}, curves against iterations,
+    step errors against the step points' times t, the time grid against the step index."""
+    r = np.linspace(0, 1, 5)
+    learned = {"r": r, "t": r**2, "dt": 2 * r[:-1] + 0.1, "s": np.ones(5), "ds": np.arange(4.0)}
+    tr = _traces(figures.st_schedule({"learned": learned}, learned=("learned",)))
+    for k, key in enumerate(("t", "dt", "s", "ds")):
+        np.testing.assert_allclose(tr[k]["x"], r[: len(learned[key])])  # dt, ds: r_0..r_3, not r_1..r_4
+        np.testing.assert_allclose(tr[k]["y"], learned[key])
+    hist = [{"iteration": 0, "loss": float("nan"), "rmse": 0.3, "psnr": 20.0}, {"iteration": 5, "loss": 0.5},
+            {"iteration": 10, "loss": 0.25, "rmse": 0.1, "psnr": 26.0}, {"iteration": 15, "loss": 0.2}]
+    tr = _traces(figures.training_curves(hist))
+    np.testing.assert_allclose(tr[0]["x"], [0, 5, 10, 15])  # iterations, not row numbers
+    np.testing.assert_allclose(tr[1]["x"], [0, 10])
+    np.testing.assert_allclose(tr[2]["x"], [0, 10])
+    grid = np.array([0.0, 0.1, 0.5, 1.0])
+    tr = _traces(figures.training_live(hist, {"learned (now)": learned}, ("learned (now)",), grid=grid))
+    np.testing.assert_allclose(tr[0]["x"], [0, 5, 10, 15])
+    np.testing.assert_allclose(tr[3]["x"], r)  # t_r against r
+    np.testing.assert_allclose(tr[5]["x"], [0, 1, 2, 3])  # uniform grid: step index
+    np.testing.assert_allclose(tr[5]["y"], [0, 1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(tr[6]["x"], [0, 1, 2, 3])
+    np.testing.assert_allclose(tr[6]["y"], grid)
+    times = np.array([0.0, 0.2, 0.7, 1.0])
+    tr = _traces(figures.step_errors({"RK2": {"times": times, "errors": np.array([0.0, 0.1, 0.2, 0.3])}}))
+    np.testing.assert_allclose(tr[0]["x"], times)  # against t, not the step index
+    tr = _traces(figures.time_grid({"learned": grid}))
+    np.testing.assert_allclose(tr[0]["x"], [0, 1, 2, 3])
+    np.testing.assert_allclose(tr[0]["y"], grid)
+    t = np.linspace(0, 1, 6)
+    tr = _traces(figures.path_coefficients(t, 1 - t, t, "fm-ot"))
+    np.testing.assert_allclose(tr[0]["x"], t)
+    np.testing.assert_allclose(tr[1]["y"], t)

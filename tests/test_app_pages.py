@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.train import SolverSpec, TrainConfig, train_solver
-from explorer import figures, state
+from explorer import evaluation, figures, state
 from explorer.models import load_entry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +35,14 @@ def chart_with(at, name: str) -> list[dict]:
         if any(t.get("name") == name for t in traces):
             return traces
     raise AssertionError(f"no chart with a trace named {name!r}; charts: {[[t.get('name') for t in c] for c in charts(at)]}")
+
+
+def chart_layout(at, name: str) -> dict:
+    """The layout of the first chart with a trace named `name`."""
+    for c in at.get("plotly_chart"):
+        if any(t.get("name") == name for t in figures.decode_traces(c.proto.spec)):
+            return json.loads(c.proto.spec)["layout"]
+    raise AssertionError(f"no chart with a trace named {name!r}")
 
 
 def finite(v) -> bool:
@@ -96,8 +104,19 @@ def test_model_page_shows_the_model_and_its_gt_samples():
     if "z" in gt[0]:  # image model: a mosaic of GT samples
         z = np.asarray(gt[0]["z"], dtype=float)
         assert np.isfinite(z[~np.isnan(z)]).all() and np.isfinite(z).sum() > 0
-    else:  # 2-D model: a scatter of GT samples
-        assert len(gt[0]["x"]) == 2000 and finite(gt[0]["x"]) and finite(gt[0]["y"])
+    else:  # 2-D model: GT samples next to the data, the same number, in equal-aspect panels
+        names = [t["name"] for t in gt]
+        assert names == ["GT (dopri5)", "data (training distribution)"], names
+        assert len(gt[0]["x"]) == len(gt[1]["x"]) == evaluation.size(load_entry(at.session_state[state.MODEL_KEY]))
+        assert finite(gt[0]["x"]) and finite(gt[0]["y"]) and finite(gt[1]["x"])
+        fig = next(c for c in at.get("plotly_chart") if "data (training distribution)" in c.proto.spec)
+        layout = json.loads(fig.proto.spec)["layout"]
+        assert layout["yaxis"]["scaleanchor"] == "x" and layout["yaxis2"]["scaleanchor"] == "x2"
+        assert layout["xaxis"]["range"] == layout["yaxis"]["range"] == layout["xaxis2"]["range"]
+    # The distance of GT to the data, with the floor two data samples give: a shipped model is near it.
+    rows = {r["distance"]: r for r in at.dataframe[0].value.to_dict("records")}
+    assert rows and all(math.isfinite(r["GT vs data"]) and r["data vs data (same size)"] > 0 for r in rows.values())
+    assert all(r["GT vs data"] < 5 * r["data vs data (same size)"] for r in rows.values()), rows
 
 
 def test_corrupt_model_upload_gives_a_message_not_an_exception():
@@ -134,6 +153,14 @@ def test_valid_model_upload_becomes_the_current_model(tmp_path):
     info = dict(zip(table.iloc[:, 0], table.iloc[:, 1]))
     assert info["Gaussian path"] == "fm-cs" and info["data"] == "tiny" and info["parameters"] == f"{sum(p.numel() for p in net.parameters()):,}"
     assert finite(chart_with(at, "GT (dopri5)")[0]["x"])
+    assert any("does not name a data set" in c.value for c in at.caption)  # "tiny" cannot be sampled
+    uploaded = at.session_state[state.MODEL_KEY]
+    # Another model picked, then the same file uploaded again: it is the current model again.
+    next(s for s in at.selectbox if s.label == "Model").set_value("analytic:8gaussians-fm-ot").run()
+    assert at.session_state[state.MODEL_KEY] == "analytic:8gaussians-fm-ot"
+    at.file_uploader(key="model.upload").set_value(("tiny.safetensors", (tmp_path / "tiny.safetensors").read_bytes(),
+                                                    "application/octet-stream")).run()
+    assert not at.exception and at.session_state[state.MODEL_KEY] == uploaded
 
 
 def test_switching_model_carries_across_pages():
@@ -171,7 +198,12 @@ def test_train_page_runs_a_short_training_and_lists_the_solver():
     job = at.session_state[state.JOBS][0]
     assert job.status == "done" and job.history[-1]["iteration"] == 20
     listed = at.dataframe[0].value
-    assert len(listed) == 1 and listed["NFE"].iloc[0] == 6 and math.isfinite(listed["best RMSE"].iloc[0])
+    assert len(listed) == 1 and listed["NFE"].iloc[0] == 6 and math.isfinite(listed["best validation RMSE"].iloc[0])
+    assert listed["solver"].iloc[0] == "#1 rk2-bespoke NFE 6"  # no metric in the label (each page shows its own)
+    layout = chart_layout(at, "val RMSE")
+    assert layout["title"]["text"].startswith(f"Training: run {job.id} done after")  # not "live" once finished
+    assert layout["yaxis"]["title"]["text"] == "RMSE bound (data units)"
+    assert layout["yaxis2"]["tickmode"] == "array" and all(t[0] != "." for t in layout["yaxis2"]["ticktext"])
     curves = chart_with(at, "val RMSE")
     assert finite(curves[1]["y"]) and len(curves[1]["y"]) == 5  # validated at 0, 5, 10, 15, 20
     t_now = next(t for t in curves if t["name"] == "learned (now)" and t.get("xaxis") == "x4")  # t_r, same chart
@@ -179,6 +211,19 @@ def test_train_page_runs_a_short_training_and_lists_the_solver():
     grid = next(t for t in curves if t["name"] == "time grid t_i")
     assert len(grid["y"]) == 4  # 3 RK2 steps at NFE 6
     assert at.get("download_button"), "the solver can be downloaded"
+
+
+def test_sidebar_counts_jobs_by_their_real_status():
+    from explorer import jobs
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    running, queued, done = (jobs.Job("train", "x", status=s) for s in (jobs.RUNNING, jobs.QUEUED, jobs.DONE))
+    done.finished.set()
+    at.session_state[state.JOBS] = [running, queued, done]
+    at.run()
+    assert not at.exception, at.exception
+    line = " ".join(c.value for c in at.sidebar.get("caption"))  # (AppTest draws the sidebar on the first page only)
+    assert "1 job(s) running, 1 queued" in line, line
 
 
 def test_train_page_live_chart_keeps_its_identity_while_the_run_grows():
@@ -290,7 +335,12 @@ def test_paths_page_projects_gt_rk2_and_learned(app_with_solver):
     assert err[0]["y"][0] == 0 and err[0]["y"][-1] > 0  # same noise: zero error at t = 0
     assert len(err[1]["x"]) == 4  # 3 steps of RK2-Bespoke at NFE 6 -> 4 step points
     table = at.dataframe[0].value
-    assert np.isfinite(table["RMSE to GT at t = 1"]).all()
+    assert np.isfinite(table["RMSE to GT at t = 1 (12 drawn paths)"]).all()
+    on_eval = table[f"RMSE to GT, evaluation set (n = {evaluation.size(load_entry(at.session_state[state.MODEL_KEY]))})"]
+    # The evaluation-set number is the one the Samples page shows for the same solver at the same NFE.
+    at.switch_page("pages/samples.py").run()
+    samples = at.dataframe[0].value
+    assert list(samples["RMSE to GT"]) == list(on_eval)
 
 
 def test_samples_page_side_by_side_with_metrics(app_with_solver):
@@ -389,3 +439,76 @@ def test_a_closed_tab_loses_nothing_runs_are_saved_and_restored(tmp_path, monkey
     rows = fresh.session_state[state.SOLVERS]
     assert len(rows) == 1 and rows[0].source == "restored" and rows[0].solver.nfe == 4
     assert math.isfinite(rows[0].best["rmse"])
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers a user can trust (issue 11)
+# --------------------------------------------------------------------------------------------
+
+def test_samples_page_compares_at_equal_nfe_by_default_and_warns_otherwise(trained):
+    key, field, res = trained  # a learned solver at NFE 6
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[state.SOLVERS] = [state.SolverEntry("#1 test", res.solver, field.model_id, field.guidance_scale,
+                                                         "trained")]
+    at.session_state["samples.nfe"] = 4  # left over from earlier in the session
+    at.run()
+    at.switch_page("pages/samples.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    assert list(at.dataframe[0].value["NFE"]) == [6, 6] and not at.warning
+    at.checkbox(key="samples.same_nfe").uncheck().run()
+    at.number_input(key="samples.nfe").set_value(4).run()
+    assert list(at.dataframe[0].value["NFE"]) == [4, 6]
+    assert any("Not an equal-NFE comparison" in w.value and "NFE 4" in w.value for w in at.warning), at.warning
+
+
+def test_a_solver_uploaded_again_after_removal_is_added_and_a_wrong_one_errors_every_time(app_with_solver, trained):
+    at = app_with_solver
+    _, field, _ = trained
+    at.switch_page("pages/train.py").run()
+    raw = at.session_state[state.SOLVERS][0].to_bytes(field)
+    upload = lambda name, data: at.file_uploader(key="train.upload").set_value((name, data, "application/octet-stream")).run()
+    upload("mine.safetensors", raw)
+    assert len(at.session_state[state.SOLVERS]) == 2
+    at.selectbox(key="train.solver_pick").set_value(at.session_state[state.SOLVERS][1].id)
+    at.button(key="train.remove").click().run()
+    assert len(at.session_state[state.SOLVERS]) == 1
+    upload("mine.safetensors", raw)  # the same file again: processed again
+    assert not at.exception and len(at.session_state[state.SOLVERS]) == 2, errors(at)
+    upload("mine.safetensors", raw)  # already listed: said so, not added twice
+    assert len(at.session_state[state.SOLVERS]) == 2 and any("already in the list" in i.value for i in at.info)
+    # A solver made for another model: the error every time it is uploaded.
+    other = load_entry("analytic:8gaussians-fm-ot")
+    from core.solvers.learned import solver_to_bytes
+    foreign = solver_to_bytes(at.session_state[state.SOLVERS][0].solver, other)
+    for _ in range(2):
+        upload("foreign.safetensors", foreign)
+        assert not at.exception and any("Could not use 'foreign.safetensors'" in m for m in errors(at)), errors(at)
+    assert len(at.session_state[state.SOLVERS]) == 2
+
+
+def test_benchmark_defaults_are_per_kind_of_model():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["bench.n.2-D"] = 512  # chosen on a 2-D model earlier in the session
+    at.session_state["bench.solvers"] = ["euler"]
+    at.session_state["bench.nfes.image"] = "2, 4"
+    at.session_state[state.MODEL_KEY] = "shipped:digits_fm-ot.safetensors"
+    at.run()
+    at.switch_page("pages/benchmark.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    assert at.number_input(key="bench.n.image").value == evaluation.SIZES["image"]
+    assert any(f"seed {evaluation.EVAL_SEED}" in c.value and "evaluation set" in c.value for c in at.caption)
+
+
+def test_paths_page_explains_bns_points_and_the_pca_plane(trained):
+    from core.solvers.bns import BNSSolver
+
+    _, field, _ = trained
+    solver = BNSSolver(4, sigma0=1.0, path=field.path, guidance_scale=field.guidance_scale).init_from("euler", field)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[state.SOLVERS] = [state.SolverEntry("#1 bns NFE 4", solver, field.model_id, field.guidance_scale,
+                                                         "trained", spec={"family": "bns"})]
+    at.run()
+    at.switch_page("pages/paths.py").run()
+    assert not at.exception and not errors(at), errors(at)
+    assert any("trained on its **final** sample only" in i.value for i in at.info)
+    assert any("holds 100% of the variance" in c.value for c in at.caption)

@@ -112,7 +112,7 @@ def test_model_space_form_equals_the_preconditioned_solve(path, sigma0):
         xb = p["a"][i] * xb0 + sum(p["b"][i, j] * us[j] for j in range(i + 1))
     torch.testing.assert_close(solver.solve(field, x0).x, xb / p["s"][-1], rtol=1e-11, atol=1e-11)
     if path.name == "fm-ot":
-        assert abs(p["s"][0] - sigma0) < 1e-12  # x_bar_0 = sigma0 x0 (MATH.md section 4)
+        assert abs(p["s"][0] - sigma0) < 1e-12  # x_bar_0 = sigma0 x0 (docs/MATH.md §4.5)
 
 
 @pytest.mark.parametrize("init,order", [("euler", 1), ("midpoint", 2)])

@@ -160,6 +160,85 @@ def test_python_dash_m_core_exit_status_and_one_line(tmp_path):
     assert r.stderr.strip().splitlines() == [f"error: model file not found: {str(tmp_path / 'none.safetensors')!r}"]
 
 
+# --- --threads and the distances of `evaluate` (issue 11) --------------------------------------
+
+CHECKERBOARD = os.path.join(ROOT, "assets", "checkerboard_fm-ot.safetensors")
+DIGITS = os.path.join(ROOT, "assets", "digits_fm-ot.safetensors")
+
+
+def test_evaluate_reports_distances_with_percent_of_gt(capsys, tmp_path):
+    """Without --out-dir, evaluate gives each sample set's distance to fresh data samples and its
+    % of GT's own distance; a 1-step Euler is far from the data, a 16-step midpoint close to GT."""
+    from core.evaluate import data_distances, ground_truth
+    from core.report import distance_metrics, reference_samples
+    code, out, _ = run(capsys, "evaluate", "--model", CHECKERBOARD, "--solver", "euler", "midpoint", "--nfe", 16,
+                       "--n", 400, "--threads", 1, "--json", tmp_path / "e.json")
+    assert code == 0
+    rep = json.loads((tmp_path / "e.json").read_text())
+    assert rep["distances"]["names"] == ["sw", "energy"] and rep["distances"]["reference"]["data"] == "checkerboard"
+    assert rep["gt"]["sw"] > 0 and rep["gt"]["energy"] > 0 and rep["threads"] == 1
+    for r in rep["results"]:
+        for d in ("sw", "energy"):
+            assert r[f"pct_{d}"] == pytest.approx(100 * r[d] / rep["gt"][d])
+    # The numbers are those of core.metrics on the same reference (independent recomputation).
+    field = load_model(CHECKERBOARD)
+    x0 = field.noise(400, torch.Generator().manual_seed(0))
+    ref = reference_samples(field, 400, 0).double()
+    x = get_solver("midpoint", field).solve(field, x0, 16).x.detach().double()
+    mid = next(r for r in rep["results"] if r["solver"] == "midpoint")
+    assert mid["energy"] == pytest.approx(distance_metrics((2,))["energy"](x, ref), rel=1e-4)
+    assert "% GT" in out and "gt (dopri5)" in out and "sliced Wasserstein" in out
+    # A clearly worse solver scores clearly worse, relative to GT.
+    code, _, _ = run(capsys, "evaluate", "--model", CHECKERBOARD, "--solver", "euler", "--nfe", 1, "--n", 400,
+                     "--threads", 1, "--json", tmp_path / "bad.json")
+    bad = json.loads((tmp_path / "bad.json").read_text())["results"][0]
+    assert code == 0 and bad["pct_energy"] > 3 * mid["pct_energy"] and bad["pct_sw"] > 1.5 * mid["pct_sw"]
+    assert 50 < mid["pct_energy"] < 200
+
+
+def test_evaluate_digits_reports_the_digits_fd(capsys, tmp_path):
+    code, out, _ = run(capsys, "evaluate", "--model", DIGITS, "--solver", "euler", "--nfe", 4, "--n", 60,
+                       "--threads", 1, "--json", tmp_path / "d.json")
+    assert code == 0
+    rep = json.loads((tmp_path / "d.json").read_text())
+    r = rep["results"][0]
+    assert rep["distances"]["names"] == ["fd"] and rep["gt"]["fd"] > 0 and r["fd"] > 0
+    assert r["pct_fd"] == pytest.approx(100 * r["fd"] / rep["gt"]["fd"])
+    assert "not Inception FID" in out
+
+
+def test_evaluate_no_distances(work, capsys, tmp_path):
+    _, model, _ = work
+    code, out, _ = run(capsys, "evaluate", "--model", model, "--solver", "euler", "--nfe", 2, "--n", 20,
+                       "--no-distances", "--json", tmp_path / "n.json")
+    rep = json.loads((tmp_path / "n.json").read_text())
+    assert code == 0 and "sw" not in rep["results"][0] and rep["distances"] == {"skipped": "--no-distances"}
+    assert "% GT" not in out
+
+
+def test_threads_option_applies_to_the_command_only(work, capsys, tmp_path, monkeypatch):
+    """--threads sets torch's thread count while the command runs (train-solver, sample, evaluate,
+    train-model) and the caller's count comes back afterwards; a bad value is a one-line error."""
+    import core.train
+    _, model, _ = work
+    seen = []
+    real = core.train.train_solver
+    monkeypatch.setattr(core.train, "train_solver", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert run(capsys, "train-solver", "--model", model, "--solver", "rk1-bespoke", "--nfe", 2, "--iters", 2,
+                   "--n-train", 32, "--n-val", 16, "--batch-size", 16, "--device", "cpu", "--quiet", "--threads", 1,
+                   "--out", tmp_path / "s.safetensors")[0] == 0
+        assert seen == [1] and torch.get_num_threads() == 2
+        fails(capsys, "--threads must be a whole number >= 0", "sample", "--model", model, "--solver", "euler",
+              "--nfe", 2, "--threads", -1, "--out", tmp_path / "x.npy")
+        for cmd in ("train-model", "train-solver", "sample", "evaluate"):
+            assert "--threads" in run(capsys, cmd, "--help")[1]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_train_solver_recipe_options(work, capsys, tmp_path):
     d, model, _ = work
     out = tmp_path / "rk2_8.safetensors"

@@ -85,12 +85,15 @@ def test_ddim_exact_for_a_point_mass(path):
     """For data = one point (c = 0) DDIM is exact in any number of steps, from t = 0."""
     field = gaussian_data_field(path, MEAN, 0.0)
     x0 = _x0()
-    p0 = path(torch.tensor(0.0, dtype=torch.float64))
     exact = MEAN + 0 * x0  # x(1) = m, whatever x0
     for nfe in (1, 3):
-        out = sample_dedicated("ddim", field, x0, nfe).x
+        steps = []
+        out = sample_dedicated("ddim", field, x0, nfe, callback=steps.append).x
         torch.testing.assert_close(out, exact, rtol=1e-9, atol=1e-9)  # eps-VP clamps sigma_1 to 1e-10
-    assert p0.alpha >= 0
+        # nfe uniform steps from t = 0 to t = 1, the first from x0 itself
+        assert [float(s.t) for s in steps] == pytest.approx([k / nfe for k in range(nfe)], abs=1e-12)
+        assert [float(s.t_next) for s in steps] == pytest.approx([(k + 1) / nfe for k in range(nfe)], abs=1e-12)
+        torch.testing.assert_close(steps[0].x, x0, rtol=0, atol=0)
 
 
 def test_dpm_first_step_is_ddim():

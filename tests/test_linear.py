@@ -22,7 +22,7 @@ def test_rk_scheme_equals_tableau_sampler(method, mixture_ot):
 
 
 def test_midpoint_coefficients_match_math_md():
-    """MATH.md section 4: grid of half steps; a = 1; half-step rows: h on earlier odd nodes and
+    """docs/MATH.md §4.3: grid of half steps; a = 1; half-step rows: h on earlier odd nodes and
     h/2 on its own node; full-step rows: h on the odd nodes."""
     n = 3
     h = 1 / n

@@ -1,4 +1,4 @@
-"""Bespoke RK1 / RK2 solvers (Shaul et al. 2023, arXiv 2310.19075), MATH.md section 3.
+"""Bespoke RK1 / RK2 solvers (Shaul et al. 2023, arXiv 2310.19075), docs/MATH.md section 3.
 
 A base RK solver is run on the scale-time transformed path x_bar(r) = s_r x(t_r) with uniform
 steps h = 1/n in r. The learned numbers are t, t' (dt), s, s' (ds) at the step nodes (RK1) or the

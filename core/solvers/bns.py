@@ -1,4 +1,4 @@
-"""Bespoke Non-Stationary (BNS) solvers (Shaul et al. 2024, arXiv 2403.01329), MATH.md section 4.
+"""Bespoke Non-Stationary (BNS) solvers (Shaul et al. 2024, arXiv 2403.01329), docs/MATH.md section 4.
 
 An NS solver with n steps (n NFE) has a time grid 0 = r_0 < ... < r_n = 1 and, per step, its own
 linear update on the start point and ALL previous velocities (the reduced form)
@@ -9,7 +9,7 @@ as a LinearScheme (core/solvers/linear.py) with one evaluation per distinct time
 
 Preconditioning [a reconstruction: the paper runs the NS solver on an ST-transformed VF; the exact
 scheduler is not in our sources]: u_bar is the model's VF moved to the path alpha_bar_r = r,
-sigma_bar_r = sigma0 (1 - r) (core.paths.ScaledOTPath) by the ST map of MATH.md section 2,
+sigma_bar_r = sigma0 (1 - r) (core.paths.ScaledOTPath) by the ST map of docs/MATH.md §2.3,
 x_bar(r) = s_r x(t_r), computed with core.paths.path_st_map. So x_bar_0 = s_0 x0 (= sigma0 x0 on
 FM-OT), s = 1 at r = 1 (the same sample), and u_bar_j = s'_j x_j + t'_j s_j u(t_j, x_j) in the
 model's own variables, so the solver is still an NS solver there (decode gives both forms, and
@@ -32,6 +32,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from ..distributed.sharding import local_rows
 from ..field import aligned_batch, label_period, round_to_period
 from .. import metrics
 from ..losses import psnr_from_mse, validation_summary
@@ -330,6 +331,7 @@ class BNSObjective:
     loss = -PSNR(x_n(x0), x1_GT) = 10 log10 MSE - 20 log10 R. Validation on a held-out split."""
 
     metric, mode = "psnr", "max"
+    rows: Optional[tuple[int, int]] = None  # (rank, world): compute only this rank's rows (core.distributed)
 
     def __init__(self, field, x0: Tensor, x1: Tensor, x0_val: Tensor, x1_val: Tensor, batch_size: int = 256,
                  val_batch: int = 4096):
@@ -343,6 +345,8 @@ class BNSObjective:
     def loss(self, solver, generator: Optional[torch.Generator] = None) -> Tensor:
         B = min(round_to_period(self.batch_size, self.period), self.x0.shape[0])
         idx = aligned_batch(self.x0.shape[0], B, self.period, generator).to(self.x0.device)
+        if self.rows is not None:
+            idx = local_rows(idx, *self.rows, self.period)
         x = solver.solve(self.field, self.x0[idx]).x
         return -psnr_from_mse(metrics.mse(x, self.x1[idx]), self.field.data_range)
 
@@ -367,15 +371,23 @@ def make_gt_pairs(field, x0: Tensor, atol: float = 1e-5, rtol: float = 1e-5,
     return torch.cat(xs), time.perf_counter() - start, nfe
 
 
-def build_bns(field, spec, cfg, device):
+def build_bns(field, spec, cfg, device, gt=None):
     """core.train builder: a BNS solver initialised from spec.init with spec.sigma0, and its
     objective on cfg.n_train + cfg.n_val GT pairs (noise from the "train" and "val" streams of
-    cfg.seed, core.seeds)."""
+    cfg.seed, core.seeds), or on the pairs of `gt`, a GT data set."""
     if spec.loss not in ("rmse-bound", "psnr"):  # "rmse-bound" is SolverSpec's default; BNS always uses PSNR
         raise ValueError(f"BNS is trained on the PSNR of the full solve; loss {spec.loss!r} does not apply")
     solver = BNSSolver(spec.nfe, sigma0=spec.sigma0, path=field.path, guidance_scale=field.guidance_scale)
     solver.init_from(spec.init, field)
     solver.to(device)
+    if gt is not None:
+        gt.check_field(field)
+        t0 = time.perf_counter()
+        x0, x1, x0_val, x1_val = gt.pairs(device)
+        seconds, nfe = time.perf_counter() - t0, gt.nfe
+        obj = BNSObjective(field, x0, x1, x0_val, x1_val, cfg.batch_size)
+        obj.gt_seconds, obj.gt_nfe = seconds, nfe
+        return solver, obj
     period = label_period(field)
     n_train, n_val = round_to_period(cfg.n_train, period), round_to_period(cfg.n_val, period)
     x0 = torch.cat([stream_noise(field, n_train, cfg.seed, "train"), stream_noise(field, n_val, cfg.seed, "val")])

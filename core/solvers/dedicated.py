@@ -8,7 +8,7 @@ path model given as a velocity field with a `.path`:
   x_ve = x / alpha, sigma_ve = sigma / alpha, on its rho = 7 sigma grid. Order 2. NFE = 2N - 1.
 
 A velocity u is turned into the data and noise predictions with x1_from_velocity /
-eps_from_velocity (MATH.md section 1). Both are linear in (x, u), so every step here is linear in
+eps_from_velocity (docs/MATH.md §1.2). Both are linear in (x, u), so every step here is linear in
 earlier states and velocities: each solver also has a `*_scheme` builder giving the same solver
 as a LinearScheme (core/solvers/linear.py), which is how BNS is initialised from it.
 

@@ -1,6 +1,6 @@
 """Ground truth: adaptive dopri5 through torchdiffeq, and a reusable pool of GT paths.
 
-The pool (MATH.md section 3, [choice, measured]) solves many x0 once on a dense grid, stores
+The pool (docs/MATH.md §7.2, [choice, measured]) solves many x0 once on a dense grid, stores
 x and u there, and reads x(t) at any t by cubic Hermite interpolation, so learned-solver
 training does not re-solve the ODE every iteration.
 """
@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 from torch import Tensor
-from torchdiffeq import odeint
 
 from ..field import label_period, round_to_period
 from .base import SolveResult, check_finite
@@ -43,6 +42,8 @@ def gt_solve(u, x0: Tensor, atol: float = 1e-5, rtol: float = 1e-5, t_eval: Tens
     times = torch.tensor([0.0, 1.0]) if t_eval is None else torch.as_tensor(t_eval).flatten()
     times = times.to(device=x0.device, dtype=x0.dtype)
     f = _Counted(u)
+    from torchdiffeq import odeint  # here, not at import: it pulls in scipy (~1 s off the app's cold start)
+
     xs = odeint(f, x0, times, atol=atol, rtol=rtol, method=method)  # (T, B, *D)
     return SolveResult(xs[-1] if t_eval is None else xs, nfe=f.nfe, times=times.cpu().double())
 

@@ -1,5 +1,5 @@
 """Linear schemes: every solver here (RK on a grid, DDIM, DPM-Solver++(2M), EDM, Bespoke, BNS)
-in ONE form (MATH.md section 4, "Initialising from any such solver").
+in ONE form (docs/MATH.md §4.3).
 
 A linear scheme with m evaluations holds times t_0 <= ... <= t_{m-1} at which u is evaluated,
 a final time t_m, and the reduced coefficients of each state in the basis (x0, u_0, ..., u_{m-1}):
