@@ -394,7 +394,9 @@ def budget_line(meta: dict) -> str:
                 f"to {t['iters']} iterations per stage, early stop after {t['patience']} validations without a "
                 f"{100 * t['min_delta']:.1f} % gain, coarse-to-fine start {t['coarse_to_fine']}, batch "
                 f"{t['batch_size']}, {t['n_train']} GT paths or pairs + {t['n_val']} held out), seed {c['seed']}, "
-                f"best validation checkpoint kept; {meta['machine']}.")
+                f"best validation checkpoint kept; {meta['machine']}. Wall-clock times (training seconds, the % of the "
+                f"model's training time) were measured on a machine shared with other jobs and run long under load; "
+                f"the iteration counts are the load-independent measure (`bench/bench_acceptance.py` prints both).")
     return (f"{head}Budget: {c['n_samples']} samples per solver; each learned solver trained from scratch per NFE "
             f"for {c['train_iters']} Adam iterations (batch {c['train_batch']}) on {c['train_n']} GT paths or "
             f"pairs (+{c['train_n'] // 4} held out), seed {c['seed']}, best validation checkpoint kept; "
@@ -427,7 +429,7 @@ def write_report(results: dict[str, SweepResult], out: Path, meta: dict, check: 
                   "start's coarse stage is the first point, its best RMSE at its own, half NFE). Wall-clock seconds "
                   "on a shared machine: the iteration counts in the tables below are the load-independent measure.", ""]
         lines += [f"![{name} convergence]({rel}/{name}_convergence.svg)" for name, res in results.items()
-                  if any(r.get("curve") for r in res.rows)]
+                  if any(r.get("curve") for r in res.rows)] + [""]
     for name, res in results.items():
         lines.append(model_section(name, res, rel))
     lines.append(bench_section(out.parent / rel / "bench_cpu.json"))
