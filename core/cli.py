@@ -128,6 +128,8 @@ def cmd_train_solver(args) -> None:
     dist, device = start_processes(args)  # under torchrun: this process's rank and device
     try:
         _train_solver(args, device, dist)
+        if dist is not None:
+            dist.barrier()  # every rank leaves together, after rank 0 has saved
     finally:
         if dist is not None:
             dist.close()
@@ -168,6 +170,9 @@ def _train_solver(args, device, dist) -> None:
         print(f"solving the GT paths of {cfg.n_train + cfg.n_val} noise samples (dopri5) ...", file=sys.stderr)
         if cfg.coarse_to_fine and spec.family != "bns":
             print("coarse-to-fine: the solver with half the NFE trains first (no progress bar for it)", file=sys.stderr)
+        if dist is not None:
+            print(f"note: each of the {dist.world} processes solves this same GT; make it once with make-gt "
+                  f"and pass --gt", file=sys.stderr)
     from .train import NonFiniteLossError
     try:
         result = train_solver(field, spec, cfg, callback, gt=gt, dist=dist,
@@ -325,12 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--solver", required=True, choices=list(LEARNED_FAMILIES), help="learned solver family")
     p.add_argument("--nfe", type=int, required=True, help="network evaluations of the solver")
-    p.add_argument("--lipschitz", type=float, default=1.0, help="L_tau of the RMSE-bound loss (default 1)")
-    p.add_argument("--loss", default="rmse-bound", help="Bespoke loss: rmse-bound, local, final-rmse")
-    p.add_argument("--init", default="identity", help="Bespoke: identity or a path name; BNS: a base solver")
-    p.add_argument("--sigma0", type=float, default=1.0, help="BNS preconditioning scale (default 1)")
-    from .train import TrainConfig
-    d = TrainConfig()  # one source of truth for the defaults
+    from .train import SolverSpec, TrainConfig
+    d, sd = TrainConfig(), SolverSpec()  # one source of truth for the defaults (the app reads them too)
+    p.add_argument("--lipschitz", type=float, default=sd.lipschitz,
+                   help=f"L_tau of the RMSE-bound loss (default {sd.lipschitz:g})")
+    p.add_argument("--loss", default=sd.loss, help=f"Bespoke loss: rmse-bound, local, final-rmse (default {sd.loss})")
+    p.add_argument("--init", default=sd.init,
+                   help=f"Bespoke: identity or a path name; BNS: a base solver (default {sd.init})")
+    p.add_argument("--sigma0", type=float, default=sd.sigma0, help=f"BNS preconditioning scale (default {sd.sigma0:g})")
     p.add_argument("--iters", type=int, default=d.iters, help=f"at most this many Adam iterations per stage (default {d.iters})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["plateau", "cosine", "constant"],
@@ -344,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"GT paths per iteration (default {d.batch_size})")
     p.add_argument("--n-train", type=int, default=d.n_train, help=f"GT paths to train on (default {d.n_train})")
     p.add_argument("--n-val", type=int, default=d.n_val, help=f"validation noise samples (default {d.n_val})")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
     _threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output solver file (.safetensors)")

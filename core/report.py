@@ -33,6 +33,9 @@ from torch import Tensor
 
 from . import metrics
 from .solvers.gt import gt_solve
+from .train import TrainConfig
+
+_TRAIN = TrainConfig()  # learned solvers in a sweep train with train-solver's defaults unless told otherwise
 
 EVAL_SEED_OFFSET = 7919  # evaluation noise seed = seed + this (training noise uses `seed`)
 
@@ -55,12 +58,12 @@ class SweepConfig:
     gt_atol: float = 1e-5  # dopri5 tolerances of the GT samples
     gt_rtol: float = 1e-5
     nearest_valid_nfe: bool = True  # run at the largest valid NFE <= target (else skip the cell)
-    train_iters: int = 300  # learned solvers: Adam iterations per (family, NFE)
+    train_iters: int = _TRAIN.iters  # learned solvers: Adam iterations per (family, NFE)
     train_defaults: bool = False  # learned solvers: train with core.train.TrainConfig's defaults (the CLI's
     # converged recipe; train_iters / train_n / train_batch are then not used)
     train_seconds: Optional[float] = None  # learned solvers: also stop after this many seconds each
-    train_n: int = 1024  # learned solvers: GT paths / pairs to train on (plus train_n // 4 held out)
-    train_batch: int = 256  # learned solvers: GT paths / pairs per Adam iteration
+    train_n: int = _TRAIN.n_train  # learned solvers: GT paths / pairs to train on (plus train_n // 4 held out)
+    train_batch: int = _TRAIN.batch_size  # learned solvers: GT paths / pairs per Adam iteration
     train_gt: Optional[str] = None  # learned solvers: a GT data set folder (make-gt) to train on (core/gtdata)
     seed: int = 0  # training seed; evaluation noise uses seed + EVAL_SEED_OFFSET
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
@@ -555,11 +558,14 @@ def add_cli_options(p) -> None:
     p.add_argument("--train-learned", nargs="*", default=None, metavar="FAMILY",
                    help=f"also train learned solvers per NFE and score them: any of {', '.join(LEARNED)} "
                    "(no value: all three)")
-    p.add_argument("--train-iters", type=int, default=300, help="budget per learned solver: Adam iterations (default 300)")
+    p.add_argument("--train-iters", type=int, default=_TRAIN.iters,
+                   help=f"budget per learned solver: Adam iterations (default {_TRAIN.iters}, as train-solver)")
     p.add_argument("--train-seconds", type=float, default=None,
                    help="budget per learned solver: stop after this many seconds, GT included (default: none)")
-    p.add_argument("--train-n", type=int, default=1024, help="GT paths per learned solver (default 1024)")
-    p.add_argument("--train-batch", type=int, default=256, help="GT paths per Adam iteration (default 256)")
+    p.add_argument("--train-n", type=int, default=_TRAIN.n_train,
+                   help=f"GT paths per learned solver (default {_TRAIN.n_train})")
+    p.add_argument("--train-batch", type=int, default=_TRAIN.batch_size,
+                   help=f"GT paths per Adam iteration (default {_TRAIN.batch_size})")
     p.add_argument("--train-gt", default=None, metavar="DIR",
                    help="learned solvers train on this GT data set (make-gt); Bespoke only if it stores paths")
     p.add_argument("--out-dir", default=None,

@@ -39,7 +39,7 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "train": (["core/train.py"], ["tests/test_train_contracts.py"]),
     "losses": (["core/losses.py"], ["tests/test_losses.py", "tests/test_bespoke.py"]),
     "metrics": (["core/metrics.py"], ["tests/test_metrics.py"]),
-    "checkpoint": (["core/checkpoint.py"], ["tests/test_model_io.py"]),
+    "checkpoint": (["core/checkpoint.py"], ["tests/test_checkpoint.py", "tests/test_model_io.py"]),
     "paths": (["core/paths.py"], ["tests/test_paths.py", "tests/test_dedicated.py"]),
     "solvers": (["core/solvers/*.py"], ["tests/test_classical.py", "tests/test_dedicated.py", "tests/test_linear.py",
                                         "tests/test_bespoke.py", "tests/test_bns.py"]),
@@ -148,10 +148,15 @@ def run_target(target: str, args) -> float:
     if args.sample:
         generate_only(work)
         allm = sorted(mutant_names(work))
-        names = sorted(random.Random(args.seed).sample(allm, min(args.sample, len(allm))))
-        (work / "sample.txt").write_text("\n".join(names) + "\n")
+        tag, sample_file = f"# sample={args.sample} seed={args.seed}", work / "sample.txt"
+        kept = sample_file.read_text().split("\n") if sample_file.exists() else []
+        if kept and kept[0] == tag and all(n in allm for n in kept[1:] if n):
+            names = [n for n in kept[1:] if n]  # the same sample as last time (the code did not move)
+        else:
+            names = sorted(random.Random(args.seed).sample(allm, min(args.sample, len(allm))))
+            sample_file.write_text("\n".join([tag, *names]) + "\n")
         done = mutant_names(work)  # mutmut re-runs every mutant it is named: name only the untested ones
-        names = [n for n in names if done.get(n) is None]
+        names = [n for n in names if done.get(n) is None or (args.rerun_survivors and done.get(n) in SURVIVED | NO_TESTS)]
         if not names:
             print(f"[{target}] every sampled mutant already has a result")
             return 0.0
@@ -185,7 +190,7 @@ def report(targets: list[str], walls: dict[str, float], tests_from: str | None =
         codes = mutant_names(work)
         sample_file = work / "sample.txt"
         if sample_file.exists():
-            chosen = set(sample_file.read_text().split())
+            chosen = {n for n in sample_file.read_text().split("\n") if n and not n.startswith("#")}
             codes = {k: v for k, v in codes.items() if k in chosen}
         tried = {k: v for k, v in codes.items() if v is not None and v != 34}
         killed = [k for k, v in tried.items() if v in KILLED]
@@ -225,6 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--sample", type=int, default=0, help="test a seeded random sample of this many mutants")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tests-from", metavar="GIT_REF", help="score the tests of that ref (e.g. main) on today's code")
+    p.add_argument("--rerun-survivors", action="store_true", help="with --sample: test the survivors again (after new tests)")
     p.add_argument("--report", action="store_true", help="only print the table of the last results")
     args = p.parse_args(argv)
     targets = args.targets or list(TARGETS)

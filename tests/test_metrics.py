@@ -131,6 +131,34 @@ def test_distances_reject_bad_input():
         metrics.sliced_wasserstein(torch.zeros(3, 2), torch.zeros(3, 2), n_projections=0)
 
 
+def test_bad_input_messages_name_the_argument_and_value():
+    z = torch.zeros(4, 2)
+    nan = torch.zeros(4, 2)
+    nan[1, 0] = float("nan")
+    for fn in (metrics.sliced_wasserstein, metrics.energy_distance):
+        with pytest.raises(ValueError, match=r"^a has 1 non-finite value\(s\)$"):
+            fn(nan, z)
+        with pytest.raises(ValueError, match=r"^b has 1 non-finite value\(s\)$"):
+            fn(z, nan)
+        with pytest.raises(ValueError, match=r"^a must be \(N, F\) or \(N, \*D\), got shape \(4,\)$"):
+            fn(torch.zeros(4), z)
+    with pytest.raises(ValueError, match=r"^p must be >= 1, got 0.5$"):
+        metrics.sliced_wasserstein(z, z, p=0.5)
+    with pytest.raises(ValueError, match=r"^need at least 2 samples to fit a covariance, got 1$"):
+        metrics.gaussian_moments(torch.zeros(1, 5))
+    with pytest.raises(ValueError, match=r"B >= 1, got \(0, 3\)"):
+        metrics.mse(torch.zeros(0, 3), torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="data_range must be positive, got 0"):
+        metrics.psnr(z, z + 1, data_range=0)
+
+
+def test_percent_of_gt_values_and_a_zero_floor():
+    assert metrics.percent_of_gt(3.0, 2.0) == 150.0
+    assert metrics.percent_of_gt(0.5, 0.0) == math.inf  # any distance above a zero floor
+    assert metrics.percent_of_gt(2.0, 0.0) == math.inf
+    assert metrics.percent_of_gt(0.0, 0.0) == 100.0  # as good as the GT solver
+
+
 def test_broken_sampler_scores_worse_than_gt():
     # Gaussian data N(m, c^2 I) on FM-OT: exact samples are the GT; a 1-step Euler sampler is
     # broken (it lands at x0 + u_0(x0), with the wrong spread); every distance must say so.

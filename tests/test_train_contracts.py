@@ -88,7 +88,7 @@ def test_returned_solver_is_the_best_validation_snapshot(bespoke_objective, valu
     res = fit(solver, obj, TrainConfig(iters=10, val_every=3, lr=0.05))
     # validated at init (0), every 3 iterations and at the last one, whatever the divisibility
     assert _validated_iterations(res) == [0, 3, 6, 9, 10]
-    assert len(obj.seen) == 5
+    assert len(obj.seen) == 5 and res.solver is solver
     best_state, best_metrics = obj.seen[best_call]
     _assert_same_state(solver, best_state)
     assert res.best == best_metrics and res.init == obj.seen[0][1]

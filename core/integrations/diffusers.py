@@ -74,7 +74,7 @@ class Convention:
     num_train_timesteps: int
 
     def timestep(self, t: Tensor) -> Tensor:
-        """The timestep the network is given at our time t (float64)."""
+        """The timestep the network is given at our time t (float64, differentiable in t)."""
         t = torch.as_tensor(t).to(torch.float64)
         if self.kind == FLOW:
             return (1 - t) * self.num_train_timesteps
@@ -260,7 +260,7 @@ def _bind(base: DiffusersField, **changes) -> DiffusersField:
         B = x.shape[0]
         t = torch.as_tensor(t, dtype=x.dtype)
         tb = t.expand(B) if t.dim() == 0 else t
-        tau = conv.timestep(tb.detach().cpu()).to(device=dev, dtype=dt or x.dtype)
+        tau = conv.timestep(tb).to(device=dev, dtype=dt or x.dtype)  # differentiable in t (BNS learns its times)
         idx = torch.arange(B)
         kw = {k: _rows(v, idx) for k, v in (f.cond or {}).items()}
         if f.labels is not None:
@@ -300,7 +300,8 @@ def as_velocity_field(model, scheduler, data_shape, cond: Optional[dict] = None,
     data_shape: one sample's (latent) shape. cond / uncond: pre-computed conditioning keyword
     arguments (e.g. encoder_hidden_states and pooled_projections of an SD3 transformer) for the
     conditional and unconditional halves; guidance_scale w combines them like the pipelines do.
-    model_id: defaults to a hash of the model's weights and the convention (solvers record it).
+    model_id: defaults to a hash of the model's weights and the convention (solvers record it;
+      hashing reads every weight once: seconds for a GB-size model; pass your own id to skip it).
     """
     conv = convention_from_scheduler(scheduler)
     meta = {"scheduler_config": {k: v for k, v in scheduler_config(scheduler).items()
@@ -397,14 +398,12 @@ def field_from_pipeline(folder, guidance_scale: Optional[float] = None, device=N
 
 def solver_scheme(solver, field=None, nfe: Optional[int] = None):
     """The LinearScheme of a learned solver (BNS, RK1/RK2-Bespoke) or of a built-in one by name."""
-    from ..solvers.bespoke import BespokeSolver
-    from ..solvers.bns import BNSSolver, bespoke_scheme
     from ..solvers.dedicated import build_scheme
-    if isinstance(solver, BNSSolver):
-        with torch.no_grad():
-            return solver.scheme()
-    if isinstance(solver, BespokeSolver):
-        return bespoke_scheme(solver)
+    from ..solvers.learned import LearnedSolver
+    from ..solvers.linear import LinearScheme
+    from .scheme import learned_scheme
+    if isinstance(solver, (LearnedSolver, LinearScheme)):
+        return learned_scheme(solver)
     name = getattr(solver, "name", solver)
     if isinstance(name, str) and nfe is not None:
         return build_scheme(name, nfe, getattr(field, "path", None))
