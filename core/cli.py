@@ -202,8 +202,10 @@ def _train_solver(args, device, dist) -> None:
         args.quiet = True  # rank 0 reports and saves
     spec = SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
                       sigma0=args.sigma0)
-    cfg = TrainConfig(iters=args.iters, lr=args.lr, batch_size=args.batch_size, n_train=args.n_train,
-                      n_val=args.n_val, device=str(device), seed=args.seed)
+    cfg = TrainConfig(iters=args.iters, lr=args.lr, lr_schedule=args.lr_schedule, patience=args.patience,
+                      coarse_to_fine=args.coarse_to_fine, finetune_iters=args.finetune_iters,
+                      batch_size=args.batch_size, n_train=args.n_train, n_val=args.n_val, device=str(device),
+                      seed=args.seed)
     bars = []  # the progress bar, made at the first event (after the GT solve)
     stop = threading.Event()
     training = threading.Event()  # set at the first event: from then on Ctrl-C stops and saves
@@ -225,6 +227,8 @@ def _train_solver(args, device, dist) -> None:
 
     if not args.quiet and gt is None:
         print(f"solving the GT paths of {cfg.n_train + cfg.n_val} noise samples (dopri5) ...", file=sys.stderr)
+        if cfg.coarse_to_fine and spec.family != "bns":
+            print("coarse-to-fine: the solver with half the NFE trains first (no progress bar for it)", file=sys.stderr)
         if dist is not None:
             print(f"note: each of the {dist.world} processes solves this same GT; make it once with make-gt "
                   f"and pass --gt", file=sys.stderr)
@@ -426,8 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=sd.init,
                    help=f"Bespoke: identity or a path name; BNS: a base solver (default {sd.init})")
     p.add_argument("--sigma0", type=float, default=sd.sigma0, help=f"BNS preconditioning scale (default {sd.sigma0:g})")
-    p.add_argument("--iters", type=int, default=d.iters, help=f"Adam iterations (default {d.iters})")
+    p.add_argument("--iters", type=int, default=d.iters, help=f"at most this many Adam iterations per stage (default {d.iters})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
+    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["plateau", "cosine", "constant"],
+                   help=f"learning-rate schedule (default {d.lr_schedule})")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help=f"stop after this many validations without progress; 0 = never early (default {d.patience})")
+    p.add_argument("--coarse-to-fine", action=argparse.BooleanOptionalAction, default=d.coarse_to_fine,
+                   help="Bespoke: train the NFE/2 solver first and start from it (default: %(default)s)")
+    p.add_argument("--finetune-iters", type=int, default=d.finetune_iters,
+                   help=f"Bespoke: final-RMSE fine-tune iterations after training (default {d.finetune_iters})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"GT paths per iteration (default {d.batch_size})")
     p.add_argument("--n-train", type=int, default=d.n_train, help=f"GT paths to train on (default {d.n_train})")
     p.add_argument("--n-val", type=int, default=d.n_val, help=f"validation noise samples (default {d.n_val})")
