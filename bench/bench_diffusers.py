@@ -124,12 +124,15 @@ def run(kind: str, args) -> list[tuple]:
     field = load_model(folder)
     unet, nfe = field.module, args.nfe
     x0 = field.noise(args.n, generator=torch.Generator().manual_seed(1234))
-    t0 = time.perf_counter()
-    gt = gt_solve(field, x0, atol=args.gt_tol, rtol=args.gt_tol)
-    print(f"  GT: dopri5 tol {args.gt_tol:g}, NFE {gt.nfe}, {time.perf_counter() - t0:.1f} s")
     rows = []
+    if not args.timing_only:
+        t0 = time.perf_counter()
+        gt = gt_solve(field, x0, atol=args.gt_tol, rtol=args.gt_tol)
+        print(f"  GT: dopri5 tol {args.gt_tol:g}, NFE {gt.nfe}, {time.perf_counter() - t0:.1f} s")
 
     def score(name, x):
+        if args.timing_only:
+            return
         rows.append((kind, name, nfe, float(psnr(x, gt.x, field.data_range).mean())))
         print(f"  {name:<44} PSNR {rows[-1][3]:.2f} dB", flush=True)
 
@@ -142,11 +145,15 @@ def run(kind: str, args) -> list[tuple]:
         score("DDIMScheduler (defaults, clip_sample off)", stock_loop(default, unet, x0.clone(), nfe))
         dpm = DPMSolverMultistepScheduler.from_config(base_cfg)
         score("DPMSolverMultistepScheduler (defaults)", stock_loop(dpm, unet, x0.clone(), nfe))
+    schedulers = {}
+    if args.timing_only:  # the step's cost does not depend on the coefficients: an exported 8-NFE scheme
+        from core.integrations.diffusers import scheduler_for
+        schedulers["8-NFE scheme (dpm++2m as BespokeScheduler)"] = scheduler_for(field, "dpm++2m", nfe)
     tc = TrainConfig(iters=args.bns_iters, batch_size=64, n_train=args.n_train, n_val=128, val_every=20, gt_atol=args.gt_tol,
                      gt_rtol=args.gt_tol, seed=args.seed, device="cpu")
-    schedulers = {}
-    for family, init, iters, lr in (("rk2-bespoke", "identity", args.bespoke_iters, 2e-3),
-                                    ("bns", "dpm++2m" if kind == "vp" else "euler", args.bns_iters, 5e-3)):
+    for family, init, iters, lr in (() if args.timing_only else (
+            ("rk2-bespoke", "identity", args.bespoke_iters, 2e-3),
+            ("bns", "dpm++2m" if kind == "vp" else "euler", args.bns_iters, 5e-3))):
         t0 = time.perf_counter()
         res = train_solver(field, SolverSpec(family, nfe=nfe, init=init),
                            TrainConfig(**{**tc.__dict__, "iters": iters, "lr": lr}))
@@ -281,6 +288,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--equality", action="store_true", help="only the equality table (tiny random models)")
+    p.add_argument("--timing-only", action="store_true", help="only the sampling times (no GT, no training)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.equality:

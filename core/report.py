@@ -287,7 +287,7 @@ def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str, 
         timer.start()
     try:
         res = train_solver(field, SolverSpec(family=family, nfe=nfe), tcfg, stop_event=stop, gt=gt)
-    except NonFiniteLossError as e:  # keep the last good parameters and say so in the row
+    except NonFiniteLossError as e:  # the best-validation parameters; say so in the row
         res = e.result
         res.diverged = str(e)
     finally:

@@ -53,6 +53,6 @@ def set_threads(threads: Optional[int]) -> int:
         threads = auto_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ValueError(f"--threads must be a whole number >= 0 (0 = torch's default), got {threads!r}")
-    if threads > 0:
+    if threads > 0 and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return torch.get_num_threads()

@@ -4,8 +4,9 @@
 solver and its objective for the family, then `fit` runs Adam with validation, keeps the
 best-validation parameters, reports the initial solver (iteration 0, its validation, loss NaN)
 and then every iteration to `callback`, stops cleanly when
-`stop_event` is set (from another thread), and raises NonFiniteLossError on NaN / inf
-(the solver keeps its last good parameters).
+`stop_event` is set (from another thread), and raises NonFiniteLossError on NaN / inf. The
+returned (or the error's) solver always holds the best-validation parameters; the result says
+whether the run was stopped or diverged.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from .field import label_period, round_to_period
+from .limits import MAX_TRAIN_NFE
 from .losses import BESPOKE_LOSSES, BespokeObjective
 from .paths import get_path, path_st_map
 from .seeds import stream_noise
@@ -44,6 +46,8 @@ class SolverSpec:
             raise ValueError(f"unknown learned solver family {self.family!r}; known: {LEARNED_FAMILIES}")
         if not isinstance(self.nfe, int) or self.nfe < 1:
             raise ValueError(f"NFE must be a positive integer, got {self.nfe!r}")
+        if self.nfe > MAX_TRAIN_NFE:
+            raise ValueError(f"the NFE of a solver to train must be at most {MAX_TRAIN_NFE} (core/limits.py), got {self.nfe}")
         if not (math.isfinite(self.lipschitz) and self.lipschitz >= 0):
             raise ValueError(f"L_tau must be a finite number >= 0, got {self.lipschitz!r}")
         if not (math.isfinite(self.sigma0) and self.sigma0 > 0):
@@ -131,21 +135,23 @@ class TrainResult:
     stopped: bool = False  # stopped early by the stop event
     stop_reason: str = ""  # "iterations" (the cap), "plateau" (converged), "stopped" (stop event)
     stages: list[dict] = dc_field(default_factory=list)  # coarse-to-fine / fine-tune stages run before or after
+    diverged: bool = False  # ended by NaN / inf; `solver` then holds the best-validation parameters
     elapsed: float = 0.0  # training seconds (GT excluded)
     gt_seconds: float = 0.0  # seconds spent making the ground truth
     gt_nfe: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {"spec": asdict(self.spec), "best": self.best, "init": self.init,
-                "best_iteration": self.best_iteration, "stopped": self.stopped,
+                "best_iteration": self.best_iteration, "stopped": self.stopped, "diverged": self.diverged,
                 "train_seconds": round(self.elapsed, 3), "gt_seconds": round(self.gt_seconds, 3),
                 "gt_nfe": self.gt_nfe, "iterations": self.history[-1]["iteration"] if self.history else 0,
                 "stop_reason": self.stop_reason, "stages": self.stages}
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced NaN / inf. `.result` holds the run so far; the solver keeps its last
-    good parameters."""
+    """Training produced NaN / inf. `.result` holds the run so far (`diverged` True); its solver
+    is set back to the best-validation parameters (validated: finite values and metrics), not
+    to the parameters that produced the NaN."""
 
     def __init__(self, msg: str, result: TrainResult):
         super().__init__(msg)
@@ -230,7 +236,7 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
     result.init = validate(solver)
     result.best = dict(result.init)
     plateau = Plateau(objective.mode, cfg.min_delta, result.init[objective.metric])
-    best_state, last_good = snapshot(), snapshot()
+    best_state = snapshot()
     result.history.append({"iteration": 0, "loss": float("nan"), "elapsed": 0.0, **result.init})
 
     def decoded() -> dict:
@@ -264,13 +270,16 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
                 opt.step()
                 if any(not torch.isfinite(p).all() for p in solver.parameters()):
                     bad = "parameters became non-finite"
-        if bad is not None:
-            solver.load_state_dict(last_good)
+        if bad is not None:  # the parameters that gave it are not kept: back to the best validation
+            solver.load_state_dict(best_state)
             result.elapsed = time.perf_counter() - t_start
-            raise NonFiniteLossError(
-                f"training diverged at iteration {it}: {bad} (lr={cfg.lr}); the solver keeps its last good "
-                f"parameters; try a smaller learning rate", result)
-        last_good = snapshot()
+            result.diverged = True
+            usable = all(math.isfinite(v) for v in result.best.values()) and \
+                all(torch.isfinite(p).all() for p in solver.parameters())
+            kept = (f"the solver is set back to the best-validation one (iteration {result.best_iteration})"
+                    if usable else "no finite solver was found")
+            raise NonFiniteLossError(f"training diverged at iteration {it}: {bad} (lr={cfg.lr}); {kept}; try a "
+                                     f"smaller learning rate", result)
         metrics = None
         if it % cfg.val_every == 0 or it == cfg.iters:
             metrics = validate(solver)

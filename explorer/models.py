@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from core import checkpoint
+from core import checkpoint, limits
 from core.analytic import mixture_field
 from core.field import VelocityField
 from core.paths import get_path
@@ -22,7 +22,8 @@ from core.paths import get_path
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
 MODEL_SUFFIXES = (".safetensors", ".bespoke")
-MAX_UPLOAD_MB = 64  # per uploaded checkpoint (the shipped ones are far smaller)
+MAX_UPLOAD_MB = limits.MAX_UPLOAD_MB  # per uploaded checkpoint, decimal MB (the shipped ones are far smaller)
+UPLOAD_LIMIT_LABEL = f"at most {MAX_UPLOAD_MB} MB = {MAX_UPLOAD_MB * 10**6:,} bytes"
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ def load_entry(key: str, raw: Optional[bytes] = None) -> VelocityField:
     if source == "upload":
         if raw is None:
             raise ModelLoadError("the uploaded model is no longer in this session; upload it again")
-        if len(raw) > MAX_UPLOAD_MB << 20:
-            raise ModelLoadError(f"the file is {len(raw) / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit")
+        if len(raw) > MAX_UPLOAD_MB * 10**6:
+            raise ModelLoadError(f"the file is {len(raw) / 1e6:.1f} MB, over the limit ({UPLOAD_LIMIT_LABEL})")
         return load_checkpoint(raw, "")
     raise ModelLoadError(f"unknown model key {key!r}")
 

@@ -4,8 +4,8 @@ import streamlit as st
 import torch
 
 from explorer import cached, evaluation, figures, state, ui
-from explorer.models import (MAX_UPLOAD_MB, ModelLoadError, describe, folder_key, is_2d, is_image, load_folder,
-                             upload_key)
+from explorer.models import (MAX_UPLOAD_MB, UPLOAD_LIMIT_LABEL, ModelLoadError, describe, folder_key, is_2d, is_image,
+                             load_folder, upload_key)
 
 ui.header(
     "Model",
@@ -32,7 +32,7 @@ with col_pick:
         state.set_model(choice)
         st.rerun()
 with col_up:
-    up = st.file_uploader(f"...or upload a model checkpoint (.safetensors, at most {MAX_UPLOAD_MB} MB)",
+    up = st.file_uploader(f"...or upload a model checkpoint (.safetensors, {UPLOAD_LIMIT_LABEL})",
                           max_upload_size=MAX_UPLOAD_MB, key="model.upload")
     if up is not None:
         raw = up.getvalue()

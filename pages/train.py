@@ -10,7 +10,7 @@ from core.solvers.learned import load_solver
 from core.solvers.bns import BNS_INITS
 from core.train import LEARNED_FAMILIES, SolverSpec, TrainConfig
 from explorer import autosave, compute, evaluation, figures, jobs, livechart, state, ui, workers
-from explorer.models import MAX_UPLOAD_MB
+from explorer.models import MAX_UPLOAD_MB, UPLOAD_LIMIT_LABEL
 
 # Short enough for the selectbox's width (a longer label was cut off); the help says the rest.
 FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler)", "rk2-bespoke": "RK2-Bespoke (midpoint)",
@@ -193,7 +193,7 @@ if rows:
 else:
     st.caption("None yet for this model: press Train above, or upload a solver saved earlier.")
 
-up = st.file_uploader(f"Upload a solver saved earlier (.safetensors, at most {MAX_UPLOAD_MB} MB)",
+up = st.file_uploader(f"Upload a solver saved earlier (.safetensors, {UPLOAD_LIMIT_LABEL})",
                       max_upload_size=MAX_UPLOAD_MB, key="train.upload")
 if up is not None:
     # Every upload is processed once: an upload is one file_id (the same file uploaded again,
@@ -202,6 +202,8 @@ if up is not None:
     if up.file_id not in outcome:
         raw = up.getvalue()
         try:
+            if len(raw) > MAX_UPLOAD_MB * 10**6:
+                raise ValueError(f"the file is {len(raw) / 1e6:.1f} MB, over the limit ({UPLOAD_LIMIT_LABEL})")
             solver, header = load_solver(raw, field=field)
         except (CheckpointError, ValueError) as e:
             outcome[up.file_id] = ("error", f"Could not use {up.name!r}: {e}")

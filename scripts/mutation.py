@@ -40,7 +40,7 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "losses": (["core/losses.py"], ["tests/test_losses.py", "tests/test_bespoke.py"]),
     "metrics": (["core/metrics.py"], ["tests/test_metrics.py"]),
     "checkpoint": (["core/checkpoint.py"], ["tests/test_checkpoint.py", "tests/test_model_io.py"]),
-    "paths": (["core/paths.py"], ["tests/test_paths.py", "tests/test_dedicated.py"]),
+    "paths": (["core/paths.py"], ["tests/test_paths.py", "tests/test_dedicated.py", "tests/test_diffusers.py"]),
     "solvers": (["core/solvers/*.py"], ["tests/test_classical.py", "tests/test_dedicated.py", "tests/test_linear.py",
                                         "tests/test_bespoke.py", "tests/test_bns.py"]),
 }
@@ -112,6 +112,7 @@ def prepare(target: str, tests: list[str], files: list[str], tests_from: str | N
     if not selected:  # (an older ref may not have the target's tests) never fall back to the whole suite
         raise SystemExit(f"[{target}] none of {tests} exists{f' at {tests_from}' if tests_from else ''}")
     cfg += ["pytest_add_cli_args_test_selection="] + [f"    {t}" for t in selected]
+    cfg += ["also_copy=", "    assets"]  # tests read the shipped files
     cfg += ["pytest_add_cli_args=", "    -p", "    mutation_order", "    -p", "    no:cacheprovider",
             # torch is not fork-safe once it has run: fork the workers from a clean server process
             "process_isolation=forkserver", "forkserver_warmup=collect",

@@ -29,8 +29,9 @@ def test_evaluate_sweep_defaults_are_trainconfig():
 
 def readme_iteration_numbers(text: str) -> list[str]:
     """Iteration counts the README gives as a command-line value or as "the default". Table rows
-    are left out: there a command records the budget a measurement ran with."""
-    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("|"))
+    and benchmark commands (bench/...) are left out: there a command records the budget a
+    measurement ran with."""
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("|") and "bench/" not in line)
     pats = [r"--(?:train-)?iters\s+(\d+)", r"\biters\s*=\s*(\d+)",
             r"default[^.\n|]{0,25}?\b(\d+)\s+(?:Adam\s+)?iterations", r"\b(\d+)\s+(?:Adam\s+)?iterations\s*\(?the\s+default",
             r"iterations[^\n|]{0,60}?the default (\d+)"]
@@ -46,6 +47,7 @@ def test_readme_states_no_iteration_default_that_can_drift():
         ["400", "300", "600"]
     assert readme_iteration_numbers("(100 iterations; 2.0x at NFE 8 with the default 600)") == ["600"]
     assert readme_iteration_numbers("| `train-solver --iters 100` | 6.7 s |") == []
+    assert readme_iteration_numbers("(`python bench/bench_scale.py memory --iters 3`: ...)") == []
 
 
 def test_app_train_page_defaults_are_trainconfig():

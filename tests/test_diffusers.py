@@ -464,3 +464,22 @@ def test_app_model_page_opens_a_pipeline_folder(ddpm_folder, tmp_path):
     assert not at.error, [e.value for e in at.error]
     at.switch_page("pages/samples.py").run()
     assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+
+
+def test_readme_diffusers_example_runs(tmp_path, monkeypatch):
+    """The README's first diffusers example as written, on a tiny pipeline saved where it looks, with
+    a training budget small enough for a test."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("### diffusers")
+    code = re.search(r"```python\n(.*?)```", readme[start:], re.S).group(1)
+    big = "TrainConfig(gt_atol=1e-6, gt_rtol=1e-6)"  # core.train's default budget
+    assert big in code
+    code = code.replace(big, "TrainConfig(iters=3, n_train=32, n_val=16, batch_size=16, val_every=3)")
+    monkeypatch.chdir(tmp_path)
+    DDPMPipeline(unet=_unet(), scheduler=DDPMScheduler()).save_pretrained("my_ddpm_pipeline")
+    ns = {}
+    exec(compile(code, "README-diffusers", "exec"), ns)
+    assert len(ns["images"]) == 1 and ns["images"][0].size == (8, 8)
+    assert isinstance(ns["pipe"].scheduler, dif.BespokeScheduler) and ns["pipe"].scheduler.nfe == 8

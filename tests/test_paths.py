@@ -90,3 +90,14 @@ def test_identity_st_map(f64):
     torch.testing.assert_close(m.s, torch.ones(11))
     torch.testing.assert_close(m.dt, torch.ones(11))
     torch.testing.assert_close(m.ds, torch.zeros(11))
+
+
+def test_discrete_vp_schedule_checks_name_the_problem():
+    from core.paths import DiscreteVPPath
+    with pytest.raises(ValueError, match=r"^betas must lie in \(0, 1\)$"):
+        DiscreteVPPath(num_train_timesteps=3, trained_betas=[0.0, 0.1, 0.2])
+    with pytest.raises(ValueError, match=r"^alphas_cumprod reaches 0 \(a zero-terminal-SNR schedule\): not supported$"):
+        DiscreteVPPath(num_train_timesteps=200, trained_betas=[0.99] * 200)  # 0.01^200 underflows float32
+    # 1 - 1e-12 == 1 in float32: the last step adds no noise (a later step, not only the first)
+    with pytest.raises(ValueError, match="the noise level must increase with the timestep"):
+        DiscreteVPPath(num_train_timesteps=3, trained_betas=[0.1, 0.1, 1e-12])

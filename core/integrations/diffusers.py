@@ -88,6 +88,19 @@ class Convention:
         c = self.path(t)
         return c.sigma / c.alpha
 
+    def coefficients(self, t: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(beta, gamma) with u = beta x + gamma out at the scalar time t, computed in `dtype` exactly as
+        to_velocity does (the scheduler computes them once per step in set_timesteps)."""
+        if self.kind == FLOW:
+            return torch.zeros((), dtype=dtype), -torch.ones((), dtype=dtype)
+        pred = VP_PREDICTIONS[self.prediction_type]
+        t = torch.as_tensor(t, dtype=dtype)
+        if pred == "x1":
+            t = t.clamp(max=1 - T_EDGE)
+        from ..paths import prediction_coefficients
+        beta, gamma = prediction_coefficients(self.path, pred, t)
+        return beta.to(dtype), gamma.to(dtype)
+
     def to_velocity(self, t: Tensor, x: Tensor, out: Tensor) -> Tensor:
         """u(t, x) from the network's output at t (t a scalar or (B,), in x's dtype)."""
         if self.kind == FLOW:
@@ -539,6 +552,13 @@ def _make_scheduler_class():
             self._step_index, self._begin_index = None, None
             self._x0, self._us = None, []
 
+        def _coefficients(self, dtype: torch.dtype) -> list:
+            """Per step (beta_k, gamma_k) of u_k = beta_k x_k + gamma_k out_k, made once per dtype."""
+            cache = self.__dict__.setdefault("_coef_cache", {})
+            if dtype not in cache:
+                cache[dtype] = [self.conv.coefficients(float(t), dtype) for t in self.scheme.t[:-1].to(dtype)]
+            return cache[dtype]
+
         def scale_model_input(self, sample: Tensor, timestep=None) -> Tensor:
             return sample
 
@@ -607,8 +627,9 @@ def _make_scheduler_class():
             x = sample.to(work)
             if k == 0:
                 self._x0, self._us = x, []
-            t_k = self.scheme.t[k].to(work)
-            self._us.append(self.conv.to_velocity(t_k, x, model_output.to(work)))
+            beta, gamma = self._coefficients(work)[k]
+            out = model_output.to(work)
+            self._us.append(-out if self.conv.kind == FLOW else beta.to(x.device) * x + gamma.to(x.device) * out)
             A = self.scheme.A.to(device=x.device, dtype=work)
             B = self.scheme.B.to(device=x.device, dtype=work)
             x_next = A[k + 1] * self._x0
