@@ -361,8 +361,11 @@ def _stage_summary(name: str, res: TrainResult, nfe: int) -> dict:
 
 
 def _continued(callback: Callable[[TrainEvent], None], offset: int, seconds: float) -> Callable[[TrainEvent], None]:
-    """A callback that numbers events after a coarse stage of `offset` iterations and `seconds`."""
+    """A callback that numbers events after a coarse stage of `offset` iterations and `seconds`;
+    the main stage's iteration-0 event (no loss; its validation is result.init) is not repeated."""
     def cb(ev: TrainEvent) -> None:
+        if ev.iteration == 0:
+            return
         ev.iteration, ev.total_iters, ev.elapsed = ev.iteration + offset, ev.total_iters + offset, ev.elapsed + seconds
         callback(ev)
     return cb
