@@ -133,9 +133,9 @@ class TrainResult:
     init: dict[str, float] = dc_field(default_factory=dict)  # validation metrics at initialisation
     best_iteration: int = 0
     stopped: bool = False  # stopped early by the stop event
-    diverged: bool = False  # ended by NaN / inf; `solver` then holds the best-validation parameters
     stop_reason: str = ""  # "iterations" (the cap), "plateau" (converged), "stopped" (stop event)
     stages: list[dict] = dc_field(default_factory=list)  # coarse-to-fine / fine-tune stages run before or after
+    diverged: bool = False  # ended by NaN / inf; `solver` then holds the best-validation parameters
     elapsed: float = 0.0  # training seconds (GT excluded)
     gt_seconds: float = 0.0  # seconds spent making the ground truth
     gt_nfe: int = 0
@@ -360,8 +360,20 @@ def _stage_summary(name: str, res: TrainResult, nfe: int) -> dict:
             "seconds": round(res.elapsed, 3), "init": res.init, "best": res.best, "stop_reason": res.stop_reason}
 
 
+def _continued(callback: Callable[[TrainEvent], None], offset: int, seconds: float) -> Callable[[TrainEvent], None]:
+    """A callback that numbers events after a coarse stage of `offset` iterations and `seconds`;
+    the main stage's iteration-0 event (no loss; its validation is result.init) is not repeated."""
+    def cb(ev: TrainEvent) -> None:
+        if ev.iteration == 0:
+            return
+        ev.iteration, ev.total_iters, ev.elapsed = ev.iteration + offset, ev.total_iters + offset, ev.elapsed + seconds
+        callback(ev)
+    return cb
+
+
 def coarse_to_fine_start(field, solver, objective, spec: SolverSpec, cfg: TrainConfig,
-                         stop_event: Optional[threading.Event] = None, dist=None) -> list[dict]:
+                         stop_event: Optional[threading.Event] = None, dist=None,
+                         callback: Optional[Callable[[TrainEvent], None]] = None) -> list[dict]:
     """Train the same-order Bespoke solver with half the steps on the same objective and
     recipe, then set `solver` from it (BespokeSolver.init_from_coarse). Returns the stage run
     (a list of one), or [] where it does not apply: other solvers, an odd number of steps, or
@@ -370,7 +382,7 @@ def coarse_to_fine_start(field, solver, objective, spec: SolverSpec, cfg: TrainC
     if not isinstance(solver, BespokeSolver) or solver.n % 2 or solver.n < 4:
         return []
     coarse = bespoke_start(field, spec.family, solver.nfe // 2, spec.init).to(solver.raw_t.device)
-    res = fit(coarse, objective, cfg, stop_event=stop_event, spec=spec, dist=dist)
+    res = fit(coarse, objective, cfg, callback, stop_event=stop_event, spec=spec, dist=dist)
     solver.init_from_coarse(coarse)
     return [_stage_summary("coarse", res, coarse.nfe)]
 
@@ -395,9 +407,11 @@ def train_solver(field, spec: SolverSpec, cfg: TrainConfig = TrainConfig(),
                  stop_event: Optional[threading.Event] = None, gt=None, dist=None,
                  checkpoint_activations: bool = False) -> TrainResult:
     """Build, train and return a learned solver for `field` (see module docstring). With
-    cfg.coarse_to_fine the coarse stage runs first (not reported to `callback`; its time is
-    counted in result.elapsed and listed in result.stages); a final-RMSE fine-tune, when asked
-    for, runs last and is listed in result.stages as well.
+    cfg.coarse_to_fine the coarse stage runs first: `callback` sees its events (the coarse
+    solver's parameters and validation, at half the NFE), then the main stage's, numbered on
+    from the coarse stage's last iteration; result.history holds the main stage only, the coarse
+    stage is summarised in result.stages and its time counted in result.elapsed. A final-RMSE
+    fine-tune, when asked for, runs last and is listed in result.stages as well.
 
     gt: a GT data set (core.gtdata.open_gt) to train and validate on instead of solving GT here
     (its sizes replace cfg.n_train / n_val / tolerances). dist: data-parallel ranks (see fit).
@@ -411,9 +425,12 @@ def train_solver(field, spec: SolverSpec, cfg: TrainConfig = TrainConfig(),
     if checkpoint_activations:
         from .distributed.checkpointing import checkpointed
         objective.field = checkpointed(objective.field)
-    stages = coarse_to_fine_start(field, solver, objective, spec, cfg, stop_event, dist) if cfg.coarse_to_fine else []
+    stages = coarse_to_fine_start(field, solver, objective, spec, cfg, stop_event, dist, callback) \
+        if cfg.coarse_to_fine else []
     if stop_event is not None and stop_event.is_set() and stages:
         stages[-1]["note"] = "stopped during the coarse stage"
+    if stages and callback is not None:  # the main stage's events continue the coarse stage's numbering
+        callback = _continued(callback, stages[-1]["iterations"], stages[-1]["seconds"])
     result = fit(solver, objective, cfg, callback, stop_event, spec=spec, dist=dist)
     result.elapsed += sum(st["seconds"] for st in stages)
     tune = None if result.stopped else final_rmse_finetune(solver, objective, cfg, stop_event, spec, dist)

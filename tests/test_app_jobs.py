@@ -59,7 +59,7 @@ def test_stop_event_ends_a_long_job_early():
 
 
 def test_training_job_streams_iterations_and_keeps_the_solver(field):
-    cfg = TrainConfig(iters=12, n_train=128, n_val=32, batch_size=64, val_every=4)
+    cfg = TrainConfig(iters=12, n_train=128, n_val=32, batch_size=64, val_every=4, coarse_to_fine=False)
     job = _wait(jobs.start(jobs.Job("train", "t"), workers.train_job(field, SolverSpec("rk1-bespoke", 4), cfg)))
     assert job.status == jobs.DONE, job.error
     its = [h["iteration"] for h in job.history]

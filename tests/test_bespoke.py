@@ -203,7 +203,8 @@ def test_stop_event_stops_cleanly(mixture_ot):
         if ev.iteration == 5:
             stop.set()
     res = train_solver(mixture_ot, SolverSpec("rk1-bespoke", 4),
-                       TrainConfig(iters=500, n_train=128, n_val=64, val_every=2), callback=cb, stop_event=stop)
+                       TrainConfig(iters=500, n_train=128, n_val=64, val_every=2, coarse_to_fine=False), callback=cb,
+                       stop_event=stop)
     assert res.stopped and seen[-1] == 5 and res.history[-1]["iteration"] == 5
     validated = {h["iteration"]: h["rmse"] for h in res.history if "rmse" in h}
     assert list(validated) == [0, 2, 4]  # the stop comes before iteration 6's validation

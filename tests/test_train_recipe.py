@@ -75,3 +75,15 @@ def test_bad_recipe_values():
                     ({"max_decays": 1.5}, "max_decays")]:
         with pytest.raises(ValueError, match=msg):
             TrainConfig(**kw)
+
+
+def test_callback_sees_the_coarse_stage_then_the_main_stage(mixture_ot):
+    events = []
+    cfg = TrainConfig(iters=6, val_every=3, n_train=64, n_val=32, batch_size=32, coarse_to_fine=True)
+    res = train_solver(mixture_ot, SolverSpec("rk2-bespoke", 8), cfg, callback=events.append)
+    its = [e.iteration for e in events]
+    assert its == list(range(13)), its  # coarse 0..6, then the main stage's iterations 1..6 as 7..12
+    assert events[0].params["t"].shape == (5,) and events[-1].params["t"].shape == (9,)
+    assert [h["iteration"] for h in res.history] == list(range(7)) and res.stages[0]["iterations"] == 6
+    assert [e.elapsed for e in events] == sorted(e.elapsed for e in events)
+    assert all(math.isfinite(e.loss) for e in events[1:])
