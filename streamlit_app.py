@@ -1,5 +1,6 @@
 """Bespoke Explorer: `streamlit run streamlit_app.py`. This script only routes (st.navigation);
 each page is a short script in pages/, the app's own code lives in explorer/."""
+import traceback
 from pathlib import Path
 
 import streamlit as st
@@ -25,5 +26,9 @@ pages = [
 ]
 page = st.navigation(pages)
 ui.sidebar()
-page.run()
+try:
+    page.run()
+except Exception as e:  # one readable line (the config shows only an error's type); traceback in the log
+    traceback.print_exc()
+    ui.show_error(f"This page stopped: {jobs.readable_error(e)}")
 state.save_kept()

@@ -78,14 +78,13 @@ def cmd_equality(a) -> None:
         for name in ("two", "two_ckpt"):
             t2, h2 = load(tmp / f"{name}.safetensors")
             d = max((t2[k] - t1[k]).abs().max().item() for k in t1)
-            moved = max((t1[k] - t2[k]).abs().max().item() for k in t1)
             label = "2 processes" + (" + checkpointing" if name == "two_ckpt" else "")
-            rows.append((f"BNS@{a.nfe}, {a.iters} it, batch {a.batch_size}: max |param diff|, {label} vs 1",
+            rows.append((f"BNS@{a.nfe}, {a.iters} it, batch {a.batch_size}: max abs param diff, {label} vs 1",
                          f"{d:.2e}"))
             rows.append((f"best validation PSNR, {label} vs 1",
                          f"{h2['train']['best']['psnr']:.6f} vs {h1['train']['best']['psnr']:.6f} dB"))
         scale = max(t1[k].abs().max().item() for k in t1)
-        rows.append(("largest |param| (scale of the above)", f"{scale:.3g}"))
+        rows.append(("largest abs param (scale of the above)", f"{scale:.3g}"))
     print_table(f"2 processes vs 1 (torchrun, {a.device}); {load_note()}", rows)
 
 
@@ -207,7 +206,7 @@ def cmd_memory(a) -> None:
         rows.append((f"{name}: tensors autograd keeps per iteration", f"{r['saved_bytes_per_iter'] / mib:.0f} MiB"))
         if "cuda_peak_allocated" in r:
             rows.append((f"{name}: CUDA peak allocated", f"{r['cuda_peak_allocated'] / mib:.0f} MiB"))
-        rows.append((f"{name}: seconds per iteration", f"{r['seconds'] / a.iters:.2f}"))
+        rows.append((f"{name}: seconds per iteration (validation included)", f"{r['seconds'] / a.iters:.2f}"))
     print_table(f"BNS@{a.nfe} training memory at D = 3x32x32 (conv net width {a.width}, batch {a.batch}, "
                 f"{a.device}, {a.iters} iterations, fresh process each); {load_note()}", rows)
 

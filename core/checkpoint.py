@@ -52,7 +52,11 @@ Source = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: corrupt, truncated, foreign, hostile or mismatched."""
+    """A checkpoint that cannot be used: corrupt, truncated, foreign, hostile or mismatched.
+    The message is always one line (whitespace runs, newlines included, become one space)."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(" ".join(str(message).split()))
 
 
 def _tensor_bytes(t: Tensor) -> bytes:
@@ -106,6 +110,7 @@ def write_atomic(path: str | os.PathLike, raw: bytes) -> None:
     leaves a half file under the real name; the temp file is removed if the write fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(path.parent, pattern=f"{path.name}.*{TMP_SUFFIX}")  # left by an earlier killed write
     tmp = path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
         tmp.write_bytes(raw)
@@ -115,15 +120,15 @@ def write_atomic(path: str | os.PathLike, raw: bytes) -> None:
         raise
 
 
-def clean_stale_tmp(folder: str | os.PathLike, older_than_s: float = 60.0) -> list[Path]:
-    """Remove `*.tmp` files left in `folder` by killed writes (older than `older_than_s`, so a
-    write in progress is not touched); returns what was removed."""
+def clean_stale_tmp(folder: str | os.PathLike, older_than_s: float = 60.0, pattern: str = f"*{TMP_SUFFIX}") -> list[Path]:
+    """Remove temp files (`pattern`) left in `folder` by killed writes, if older than
+    `older_than_s` (a write in progress is not touched); returns what was removed."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     now = time.time()
-    for f in folder.glob(f"*{TMP_SUFFIX}"):
+    for f in folder.glob(pattern):
         try:
             if f.is_file() and now - f.stat().st_mtime > older_than_s:
                 f.unlink()
@@ -195,7 +200,7 @@ def _table(entries: dict, n_data: int) -> list[tuple[str, str, list[int], int, i
     for name, e in entries.items():
         if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
             raise CheckpointError(f"bad entry for tensor {name[:80]!r} in the header")
-        if e["dtype"] not in _DTYPES:
+        if not isinstance(e["dtype"], str) or e["dtype"] not in _DTYPES:
             raise CheckpointError(f"tensor {name[:80]!r} has unsupported dtype {str(e['dtype'])[:20]!r}")
         shape, offs = e["shape"], e["data_offsets"]
         if (not isinstance(shape, list) or len(shape) > MAX_TENSOR_DIMS
@@ -234,7 +239,9 @@ def loads(raw: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if len(raw) < 8:
         raise CheckpointError(f"file too short to be a checkpoint ({len(raw)} bytes)")
     (n,) = struct.unpack("<Q", raw[:8])
-    if n > MAX_HEADER_BYTES or n > len(raw) - 8:
+    if n > MAX_HEADER_BYTES:
+        raise CheckpointError(f"header length {n} is impossible here: over the limit of {MAX_HEADER_BYTES} bytes")
+    if n > len(raw) - 8:
         raise CheckpointError(f"header length {n} is impossible for a {len(raw)}-byte file (truncated or not a checkpoint)")
     try:
         text = raw[8:8 + n].decode("utf-8")
@@ -271,7 +278,8 @@ def restamp(raw: bytes, model_ids: Optional[dict[str, str]] = None) -> bytes:
     """Rewrite a checkpoint of format version 1 or 2 under the current format (its hash over the
     header too), keeping tensors and header. `model_ids` maps old model ids to new ones, for
     solvers bound to a re-stamped model. Only for files one trusts: the old hash is checked
-    against the tensor bytes (version 1) or the whole file (version 2) first."""
+    against the tensor bytes (version 1: its header was never covered, so re-stamping vouches for
+    it) or the whole file (version 2) first."""
     (n,) = struct.unpack("<Q", raw[:8])
     entries = _parse_json(raw[8:8 + n].decode("utf-8"), "header")
     meta = entries.pop("__metadata__")

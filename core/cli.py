@@ -8,14 +8,20 @@
     export        a solver as a diffusers scheduler folder or a sigma grid (core/export.py)
     make-gt       solve GT paths once into a sharded data set for train-solver --gt
 
-Every user error (unknown name, missing or bad file, impossible NFE, a solver made for another
-model) exits with status 2 and one line on stderr, never a traceback.
+Every user error (unknown name, missing or bad file, impossible NFE, a size over its cap in
+core/limits.py, an output that cannot be written, a solver made for another model, non-finite
+samples) exits with status 2 and one line on stderr, never a traceback. Training commands check
+that their --out can be written BEFORE training; Ctrl-C in train-solver saves the best solver so
+far (marked interrupted) and exits with status 130.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -24,6 +30,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError
+from .limits import MAX_FILE_BYTES, MAX_NFE, MAX_SAMPLES, MAX_TRAIN_ITERS, MAX_TRAIN_SAMPLES, check_count
 
 EXIT_USER_ERROR = 2
 
@@ -54,7 +61,40 @@ def _load_field(args, device=None):
 
 def _device(name: str) -> torch.device:
     from .train_model import resolve_device
-    return resolve_device(name)
+    return _check_device(resolve_device(name), name)
+
+
+def _check_device(dev: torch.device, name) -> torch.device:
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: only cpu and cuda devices can run models")
+    return dev
+
+
+def _check_out(path: str, what: str = "--out") -> Path:
+    """Make sure `path` can be written (its folder is created if missing) before any work: a probe
+    file next to it is created and removed. UserError (one line) otherwise."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{what} {path!r} is a directory; give a file name")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{what} {str(path)[:200]!r} cannot be written: {str(parent)[:200]!r} is a file, not a folder")
+    probe = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{what} {str(path)[:200]!r} cannot be written: {e.strerror or e}") from None
+    return out
+
+
+def _check_finite_samples(x: torch.Tensor, what: str) -> None:
+    bad = (~torch.isfinite(x.reshape(x.shape[0], -1))).any(1)
+    if bad.any():
+        raise UserError(f"{what} produced non-finite samples (NaN or inf in {int(bad.sum())} of {x.shape[0]}); "
+                        f"nothing written")
 
 
 def _noise(args, field, device) -> torch.Tensor:
@@ -63,6 +103,8 @@ def _noise(args, field, device) -> torch.Tensor:
         p = Path(args.noise)
         if not p.is_file():
             raise UserError(f"noise file not found: {args.noise!r}")
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise UserError(f"noise file {args.noise!r} is over the {MAX_FILE_BYTES}-byte limit")
         try:
             arr = np.load(p, allow_pickle=False)
         except (ValueError, OSError) as e:
@@ -70,11 +112,12 @@ def _noise(args, field, device) -> torch.Tensor:
         if arr.dtype.kind != "f" or arr.ndim < 1 or tuple(arr.shape[1:]) != tuple(field.data_shape) or len(arr) == 0:
             raise UserError(f"noise file {args.noise!r} holds a {arr.dtype} array of shape {arr.shape}; this model "
                             f"needs floats of shape (N, {', '.join(map(str, field.data_shape))})")
+        if len(arr) > MAX_SAMPLES:
+            raise UserError(f"noise file {args.noise!r} holds {len(arr):,} samples, over the limit of {MAX_SAMPLES:,}")
         if not np.isfinite(arr).all():
             raise UserError(f"noise file {args.noise!r} has non-finite values")
         return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(device)
-    if args.n < 1:
-        raise UserError(f"--n must be >= 1, got {args.n}")
+    check_count("--n", args.n, MAX_SAMPLES)
     return field.noise(args.n, torch.Generator().manual_seed(args.seed)).to(device)
 
 
@@ -112,6 +155,10 @@ def cmd_train_model(args) -> None:
     from .train_model import ModelTrainConfig, train_model
     if not args.out.endswith(".safetensors"):
         raise UserError(f"--out must end in .safetensors, got {args.out!r}")
+    check_count("--steps", args.steps, MAX_TRAIN_ITERS)
+    check_count("--batch-size", args.batch_size, MAX_TRAIN_SAMPLES)
+    _device(args.device)
+    _check_out(args.out)
     cfg = ModelTrainConfig(data=args.data, path=args.path, prediction=args.prediction, arch=args.arch,
                            hidden=args.hidden, layers=args.layers, x_freq=args.x_freq, steps=args.steps,
                            batch_size=args.batch_size, lr=args.lr, ema=args.ema, p_uncond=args.p_uncond,
@@ -125,9 +172,20 @@ def cmd_train_model(args) -> None:
 
 def cmd_train_solver(args) -> None:
     from .gtdata.cli import start_processes
+    from .train import SolverSpec
+    for name, value, cap in (("--iters", args.iters, MAX_TRAIN_ITERS), ("--n-train", args.n_train, MAX_TRAIN_SAMPLES),
+                             ("--n-val", args.n_val, MAX_TRAIN_SAMPLES),
+                             ("--batch-size", args.batch_size, MAX_TRAIN_SAMPLES)):
+        check_count(name, value, cap)
+    SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
+               sigma0=args.sigma0)  # checks the NFE against its cap before anything is loaded
+    _check_out(args.out)
     dist, device = start_processes(args)  # under torchrun: this process's rank and device
+    _check_device(device, args.device)
     try:
         _train_solver(args, device, dist)
+        if dist is not None:
+            dist.barrier()  # every rank leaves together, after rank 0 has saved
     finally:
         if dist is not None:
             dist.close()
@@ -144,11 +202,16 @@ def _train_solver(args, device, dist) -> None:
         args.quiet = True  # rank 0 reports and saves
     spec = SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
                       sigma0=args.sigma0)
-    cfg = TrainConfig(iters=args.iters, lr=args.lr, batch_size=args.batch_size, n_train=args.n_train,
-                      n_val=args.n_val, device=str(device), seed=args.seed)
+    cfg = TrainConfig(iters=args.iters, lr=args.lr, lr_schedule=args.lr_schedule, patience=args.patience,
+                      coarse_to_fine=args.coarse_to_fine, finetune_iters=args.finetune_iters,
+                      batch_size=args.batch_size, n_train=args.n_train, n_val=args.n_val, device=str(device),
+                      seed=args.seed)
     bars = []  # the progress bar, made at the first event (after the GT solve)
+    stop = threading.Event()
+    training = threading.Event()  # set at the first event: from then on Ctrl-C stops and saves
 
     def callback(ev) -> None:
+        training.set()
         if args.quiet:
             return
         if not bars:
@@ -164,28 +227,54 @@ def _train_solver(args, device, dist) -> None:
 
     if not args.quiet and gt is None:
         print(f"solving the GT paths of {cfg.n_train + cfg.n_val} noise samples (dopri5) ...", file=sys.stderr)
+        if cfg.coarse_to_fine and spec.family != "bns":
+            print("coarse-to-fine: the solver with half the NFE trains first (no progress bar for it)", file=sys.stderr)
+        if dist is not None:
+            print(f"note: each of the {dist.world} processes solves this same GT; make it once with make-gt "
+                  f"and pass --gt", file=sys.stderr)
+    def on_sigint(signum, frame) -> None:
+        if not training.is_set() or stop.is_set():  # before training (GT solve), or a second Ctrl-C
+            raise KeyboardInterrupt
+        stop.set()
+
     from .train import NonFiniteLossError
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread and dist is None else None
+    diverged = None
     try:
-        result = train_solver(field, spec, cfg, callback, gt=gt, dist=dist,
+        result = train_solver(field, spec, cfg, callback, stop_event=stop, gt=gt, dist=dist,
                               checkpoint_activations=args.checkpoint_activations)
     except NonFiniteLossError as e:
-        raise UserError(f"{e}; nothing saved (try a lower --lr)") from None
+        result, diverged = e.result, str(e)
+        if not all(np.isfinite(v) for v in result.best.values()):
+            raise UserError(f"{e}; nothing saved") from None
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         for bar in bars:
             bar.close()
     if dist is not None and not dist.is_main:
         return
-    summary = result.summary()
+    interrupted = result.stopped
+    summary = {**result.summary(), "interrupted": interrupted}
     if gt is not None:
         summary["gt_dataset"] = {"dir": str(args.gt), "dataset_id": gt.manifest["dataset_id"]}
     if dist is not None:
         summary["processes"] = dist.world
     digest = save_solver(result.solver, args.out, field, extra=summary)
     init, best = result.init, result.best
-    print(f"saved {args.out}  ({digest[:16]})  {spec.family}@{spec.nfe}: validation RMSE "
+    if diverged:
+        print(f"warning: {diverged}", file=sys.stderr)
+    if interrupted:
+        print(f"interrupted at iteration {result.history[-1]['iteration']}: saved the best solver so far",
+              file=sys.stderr)
+    print(f"saved {args.out}  ({digest[:16]})  {spec.family}@{spec.nfe}{' (diverged)' if diverged else ''}"
+          f"{' (interrupted)' if interrupted else ''}: validation RMSE "
           f"{init.get('rmse', float('nan')):.5f} -> {best.get('rmse', float('nan')):.5f}, PSNR "
           f"{init.get('psnr', float('nan')):.2f} -> {best.get('psnr', float('nan')):.2f} dB "
           f"(best at iteration {result.best_iteration}; GT {result.gt_seconds:.1f} s, training {result.elapsed:.1f} s)")
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def cmd_sample(args) -> None:
@@ -193,6 +282,7 @@ def cmd_sample(args) -> None:
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
         raise UserError(f"--out must end in .npy or .png, got {args.out!r}")
+    _check_out(args.out)
     _apply_threads(args)
     device = _device(args.device)
     field = _load_field(args, device)
@@ -204,7 +294,7 @@ def cmd_sample(args) -> None:
         res = solver.solve(field, x0, args.nfe)
     wall = time.perf_counter() - start
     x = res.x.detach().cpu().float()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_finite_samples(x, f"{solver.name} at NFE {res.nfe}")
     if out.suffix == ".npy":
         np.save(out, x.numpy())
     else:
@@ -215,6 +305,14 @@ def cmd_sample(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .evaluate import data_distances, evaluate, format_table, ground_truth, solver_nfes
+    if not args.noise:
+        check_count("--n", args.n, MAX_SAMPLES)
+    for nfe in args.nfe or []:
+        check_count("--nfe", nfe, MAX_NFE)
+    if not 1e-10 <= args.gt_tol <= 1e-1:  # tighter: dopri5 spends its step budget; looser: no GT
+        raise UserError(f"--gt-tol must be in [1e-10, 0.1], got {args.gt_tol:g}")
+    if args.json:
+        _check_out(args.json, "--json")
     threads = _apply_threads(args)
     device = _device(args.device)
     field = _load_field(args, device)
@@ -251,6 +349,9 @@ def cmd_evaluate(args) -> None:
         print(f"distances to {dists.source['n']} fresh samples of the {dists.source['data']!r} data, lower is better "
               f"({'; '.join(f'{k} = {METRIC_LABELS.get(k, k)}' for k in dists.fns)}); % GT = 100 x solver / GT")
     print(format_table(rows, gt_row if dists else None))
+    bad = [f"{r['solver']}@{r['nfe']}" for r in rows if not r.get("finite", True)]
+    if bad:
+        print(f"warning: non-finite samples (rows marked NON-FINITE): {', '.join(bad)}", file=sys.stderr)
 
 
 def cmd_info(args) -> None:
@@ -313,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
     _threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
+    p.add_argument("--out", required=True, help="output checkpoint (.safetensors; a missing folder is created)")
     p.set_defaults(func=cmd_train_model)
 
     p = sub.add_parser("train-solver", help="learn a Bespoke / BNS solver for a model at one NFE",
@@ -321,21 +422,32 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--solver", required=True, choices=list(LEARNED_FAMILIES), help="learned solver family")
     p.add_argument("--nfe", type=int, required=True, help="network evaluations of the solver")
-    p.add_argument("--lipschitz", type=float, default=1.0, help="L_tau of the RMSE-bound loss (default 1)")
-    p.add_argument("--loss", default="rmse-bound", help="Bespoke loss: rmse-bound, local, final-rmse")
-    p.add_argument("--init", default="identity", help="Bespoke: identity or a path name; BNS: a base solver")
-    p.add_argument("--sigma0", type=float, default=1.0, help="BNS preconditioning scale (default 1)")
-    from .train import TrainConfig
-    d = TrainConfig()  # one source of truth for the defaults
-    p.add_argument("--iters", type=int, default=d.iters, help=f"Adam iterations (default {d.iters})")
+    from .train import SolverSpec, TrainConfig
+    d, sd = TrainConfig(), SolverSpec()  # one source of truth for the defaults (the app reads them too)
+    p.add_argument("--lipschitz", type=float, default=sd.lipschitz,
+                   help=f"L_tau of the RMSE-bound loss (default {sd.lipschitz:g})")
+    p.add_argument("--loss", default=sd.loss, help=f"Bespoke loss: rmse-bound, local, final-rmse (default {sd.loss})")
+    p.add_argument("--init", default=sd.init,
+                   help=f"Bespoke: identity or a path name; BNS: a base solver (default {sd.init})")
+    p.add_argument("--sigma0", type=float, default=sd.sigma0, help=f"BNS preconditioning scale (default {sd.sigma0:g})")
+    p.add_argument("--iters", type=int, default=d.iters, help=f"at most this many Adam iterations per stage (default {d.iters})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
+    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["plateau", "cosine", "constant"],
+                   help=f"learning-rate schedule (default {d.lr_schedule})")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help=f"stop after this many validations without progress; 0 = never early (default {d.patience})")
+    p.add_argument("--coarse-to-fine", action=argparse.BooleanOptionalAction, default=d.coarse_to_fine,
+                   help="Bespoke: train the NFE/2 solver first and start from it (default: %(default)s)")
+    p.add_argument("--finetune-iters", type=int, default=d.finetune_iters,
+                   help=f"Bespoke: final-RMSE fine-tune iterations after training (default {d.finetune_iters})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"GT paths per iteration (default {d.batch_size})")
     p.add_argument("--n-train", type=int, default=d.n_train, help=f"GT paths to train on (default {d.n_train})")
     p.add_argument("--n-val", type=int, default=d.n_val, help=f"validation noise samples (default {d.n_val})")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
     _threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, help="output solver file (.safetensors)")
+    p.add_argument("--out", required=True, help="output solver file (.safetensors; a missing folder is created; "
+                   "checked before training; Ctrl-C saves the best solver so far, marked interrupted)")
     from .gtdata.cli import add_make_gt_parser, add_train_solver_options
     add_train_solver_options(p)  # --gt DIR, --checkpoint-activations (core/gtdata/cli.py)
     p.set_defaults(func=cmd_train_solver)
@@ -350,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nfe", type=int, required=True, help="network evaluations")
     _noise_options(p, 1000)
     _threads_option(p)
-    p.add_argument("--out", required=True, help="samples.npy, or a .png scatter (2-D) / image grid")
+    p.add_argument("--out", required=True, help="samples.npy, or a .png scatter (2-D) / image grid (a missing "
+                   "folder is created)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="RMSE / PSNR of solvers against GT from the same noise",
@@ -368,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NFEs for the built-in solvers (repeatable)")
     _noise_options(p, 1000)
     p.add_argument("--gt-tol", type=float, default=1e-5, help="dopri5 atol = rtol of the GT (default 1e-5)")
-    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--json", default=None, help="write the results to this JSON file (a missing folder is created)")
     p.add_argument("--no-distances", action="store_true",
                    help="skip the distances to the data (sliced Wasserstein / energy for 2-D, digits FD for digits)")
     _threads_option(p)
@@ -395,11 +508,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(e.code or 0)
     except (UserError, CheckpointError, ValueError, FileNotFoundError, KeyError, FloatingPointError) as e:
         msg = " ".join(str(e).split()) or e.__class__.__name__
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {msg[:1000]}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # permission denied, a folder where a file should be, a name too long, a full disk
+        where = f": {str(e.filename)[:200]!r}" if e.filename else ""
+        print(f"error: {e.strerror or e.__class__.__name__}{where}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     finally:
-        torch.set_num_threads(threads_before)
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
     return 0

@@ -95,8 +95,9 @@ def solver_nfes(solver, nfes: Sequence[int]) -> list[int]:
 
 def evaluate(field, solvers: Sequence, nfes: Sequence[int], x0: Tensor,
              gt: Optional[GroundTruth | Tensor] = None, distances: Optional[Distances] = None) -> list[dict]:
-    """One row per (solver, NFE): {"solver", "nfe", "nfe_spent", "rmse", "psnr", "wall_s", "n"}
-    and, with `distances`, each distance and its "pct_" % of GT (see Distances.score).
+    """One row per (solver, NFE): {"solver", "nfe", "nfe_spent", "rmse", "psnr", "wall_s", "n", "finite"}
+    and, with `distances`, each distance and its "pct_" % of GT (see Distances.score). A solver
+    whose samples hold NaN / inf gets finite False, rmse = psnr = None and no distances.
 
     x0: (B, *D) noise; gt: GT samples from exactly this x0 (computed here when None).
     Every (solver, NFE) pair is checked before anything runs.
@@ -114,10 +115,12 @@ def evaluate(field, solvers: Sequence, nfes: Sequence[int], x0: Tensor,
             res = solver.solve(field, x0, nfe)
         wall = time.perf_counter() - start
         x = res.x.to(x1)
+        finite = bool(torch.isfinite(x).all())
         rows.append({"solver": solver.name, "nfe": int(nfe), "nfe_spent": int(res.nfe),
-                     "rmse": float(rmse(x, x1).mean()), "psnr": float(psnr(x, x1, field.data_range).mean()),
-                     "wall_s": round(wall, 4), "n": int(x0.shape[0]),
-                     **(distances.score(x) if distances is not None else {})})
+                     "rmse": float(rmse(x, x1).mean()) if finite else None,
+                     "psnr": float(psnr(x, x1, field.data_range).mean()) if finite else None,
+                     "wall_s": round(wall, 4), "n": int(x0.shape[0]), "finite": finite,
+                     **(distances.score(x) if distances is not None and finite else {})})
     return rows
 
 
@@ -140,7 +143,11 @@ def format_table(rows: list[dict], gt: Optional[dict] = None) -> str:
                      + "".join(f" {_cell(gt.get(d), 10, '.4g')} {100.0:>7.1f}" for d in names)
                      + f" {_cell(gt.get('wall_s'), 8, '.3f')}")
     for r in rows:
-        lines.append(f"{r['solver'][:24]:<24} {r['nfe']:>4} {r['nfe_spent']:>5} {r['rmse']:>10.5f} {r['psnr']:>8.2f}"
+        if r.get("finite", True):
+            err = f"{r['rmse']:>10.5f} {r['psnr']:>8.2f}"
+        else:  # NaN / inf samples: flagged, never a number
+            err = f"{'NON-FINITE':>10} {'-':>8}"
+        lines.append(f"{r['solver'][:24]:<24} {r['nfe']:>4} {r['nfe_spent']:>5} {err}"
                      + "".join(f" {_cell(r.get(d), 10, '.4g')} {_cell(r.get('pct_' + d), 7, '.1f')}" for d in names)
                      + f" {r['wall_s']:>8.3f}")
     return "\n".join(lines)

@@ -20,15 +20,18 @@ MAX_WEIGHT_ABS = 1e6  # largest |weight| a model may hold (trained models: < 100
 MAX_PROBE_ABS = 1e6  # largest |output| the load-time probe accepts from the network
 
 # --- solvers --------------------------------------------------------------------------------
-MAX_NFE = 1000  # network evaluations of one solve with a built-in solver
-MAX_LEARNED_NFE = 128  # NFE of a learned solver (BNS holds O(NFE^2) coefficients)
-MAX_SOLVER_PARAMETERS = 100_000  # numbers in a learned-solver checkpoint
+MAX_NFE = 1000  # network evaluations of one solve, and the NFE of a solver file (BNS at NFE n
+#                holds n(n+1)/2 coefficients: 4 MB at the cap; a file claiming 20000 would need GBs)
+MAX_TRAIN_NFE = 128  # NFE of a solver to train (train-solver, the app): BNS costs O(NFE^2) per step
+MAX_SOLVER_PARAMETERS = 1_000_000  # numbers in a learned-solver checkpoint (8 MB of float64)
+MAX_GT_STEPS = 20_000  # accepted dopri5 steps of one GT solve (~6 NFE each; shipped models: < 60)
 
 # --- command line and app inputs ---------------------------------------------------------------
 MAX_SAMPLES = 100_000  # --n, and rows of a --noise file
 MAX_TRAIN_ITERS = 1_000_000  # --iters (train-solver), --steps (train-model)
 MAX_TRAIN_SAMPLES = 50_000  # --n-train, --n-val, --batch-size
-MAX_UPLOAD_MIB = 64  # an uploaded checkpoint in the app (MiB = 2**20 bytes)
+MAX_UPLOAD_MB = 64  # an uploaded checkpoint in the app, in decimal MB (10**6 bytes), the unit
+#                     Streamlit's browser-side upload check counts in
 
 
 def check_count(what: str, value, cap: int, low: int = 1) -> int:

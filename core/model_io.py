@@ -9,8 +9,9 @@ A model checkpoint is a `core.checkpoint` file of kind "model" whose header hold
     seed, training        how it was made (the full training config, time, final loss)
     content_hash          sha256 of the weights (added by core.checkpoint): the model_id
 `load_model` checks every field, compares every tensor's name and shape against the network the
-header describes (built on the meta device first, so a lying header allocates nothing), probes
-one forward pass, and raises `CheckpointError` with one line naming the problem otherwise.
+header describes (built on the meta device first, so a lying header allocates nothing), checks
+every weight is finite and of sane size, probes the network at several times for every class
+(core/limits.py caps), and raises `CheckpointError` with one line naming the problem otherwise.
 
 Class-conditional models (classifier-free guidance, docs/MATH.md section 0):
     u = u_uncond + w (u_cond - u_uncond),  both halves in ONE batched forward pass = one NFE.
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load as load_checkpoint, save as save_checkpoint
 from .field import VelocityField
+from .limits import MAX_PROBE_ABS, MAX_WEIGHT_ABS
 from .models import build_network, check_arch_args
 from .paths import PREDICTIONS, GaussianPath, get_path, velocity_from_prediction
 
@@ -143,11 +145,55 @@ def _check_tensors(info: ModelInfo, tensors: dict[str, Tensor]) -> None:
             raise _bad(f"tensor {k!r} has dtype {tensors[k].dtype}, expected {e.dtype}")
 
 
+PROBE_TIMES = (0.0, T_EDGE, 0.25, 0.5, 0.75, 1.0 - T_EDGE, 1.0)
+
+
+def _check_weights(tensors: dict[str, Tensor]) -> None:
+    """Every floating tensor finite and within MAX_WEIGHT_ABS (one weight of 3e38 is refused)."""
+    for k, t in tensors.items():
+        if t.is_floating_point():
+            if not torch.isfinite(t).all():
+                raise _bad(f"weight tensor {k!r} is not finite (it holds NaN or inf)")
+            big = float(t.abs().max()) if t.numel() else 0.0
+            if big > MAX_WEIGHT_ABS:
+                raise _bad(f"weight tensor {k!r} holds a value of magnitude {big:.3g}, over the limit of "
+                           f"{MAX_WEIGHT_ABS:g} (core/limits.py)")
+
+
+def _probe(net: nn.Module, info: ModelInfo) -> None:
+    """Run the network on seeded noise at several times (PROBE_TIMES) and, for a conditional
+    model, for EVERY class and the null class: the right output shape, finite values of a sane
+    magnitude (MAX_PROBE_ABS). A NaN in one class embedding is caught here, not in a solver."""
+    p = next(net.parameters())
+    labels = torch.arange(info.num_classes + 1, device=p.device) if info.num_classes else None
+    rows = labels.numel() if labels is not None else 2
+    x = torch.randn((rows, *info.data_shape), generator=torch.Generator().manual_seed(0)).to(p)
+    with torch.no_grad():
+        for t in PROBE_TIMES:
+            out = net(torch.full((rows,), t, device=p.device, dtype=p.dtype), x, labels)
+            if tuple(out.shape) != tuple(x.shape):
+                raise _bad(f"the network maps {tuple(x.shape)} to {tuple(out.shape)}")
+            bad = ~torch.isfinite(out).reshape(rows, -1).all(1)
+            if labels is not None and bad.any():
+                raise _bad(f"the network's output is not finite at t = {t:g} for class(es) "
+                           f"{labels[bad].tolist()[:10]} ({info.num_classes} = unconditional)")
+            if bad.any():
+                raise _bad(f"the network's output is not finite at t = {t:g} (NaN or inf weights?)")
+            big = float(out.abs().max())
+            if big > MAX_PROBE_ABS:
+                raise _bad(f"the network's output reaches {big:.3g} at t = {t:g}, over the limit of "
+                           f"{MAX_PROBE_ABS:g} (core/limits.py): not a usable model")
+
+
 def load_network(src, device=None, dtype: Optional[torch.dtype] = None) -> tuple[nn.Module, ModelInfo]:
     """The network of a model checkpoint (eval mode, no grad on its weights) and its header."""
     tensors, header = load_checkpoint(src, kind=KIND)
-    info = check_header(header)
+    try:
+        info = check_header(header)
+    except (TypeError, KeyError, AttributeError) as e:  # a value of an unexpected JSON type deep inside
+        raise _bad(f"malformed header ({type(e).__name__}: {e})") from None
     _check_tensors(info, tensors)
+    _check_weights(tensors)
     net = build_network(info.arch, **info.arch_args)
     if tuple(net.data_shape) != info.data_shape:
         raise _bad(f"the header's data shape {list(info.data_shape)} does not match architecture "
@@ -157,15 +203,7 @@ def load_network(src, device=None, dtype: Optional[torch.dtype] = None) -> tuple
                    f"{getattr(net, 'num_classes', 0)} classes")
     net.load_state_dict(tensors, strict=True)
     net = net.to(device=device or "cpu", dtype=dtype or torch.float32).eval().requires_grad_(False)
-    with torch.no_grad():  # a probe: the right output shape, finite values
-        p = next(net.parameters())
-        x = torch.zeros((2, *info.data_shape), device=p.device, dtype=p.dtype)
-        y = torch.zeros(2, dtype=torch.long, device=p.device) if info.num_classes else None
-        out = net(torch.full((2,), 0.5, device=p.device, dtype=p.dtype), x, y)
-    if tuple(out.shape) != tuple(x.shape):
-        raise _bad(f"the network maps {tuple(x.shape)} to {tuple(out.shape)}")
-    if not torch.isfinite(out).all():
-        raise _bad("the network's output is not finite (NaN or inf weights?)")
+    _probe(net, info)
     return net, info
 
 

@@ -238,7 +238,8 @@ class DiscreteVPPath(GaussianPath):
         self.log_sigmas = ls
         # Slopes of a C1 monotone cubic (Fritsch-Carlson): central differences, limited so that
         # no piece overshoots. C1 matters: dopri5 crawls across 1000 kinks of a piecewise-linear
-        # interpolant (measured: ~30x the NFE at atol = rtol = 1e-8 and no better accuracy).
+        # interpolant (measured on Gaussian data at atol = rtol = 1e-8: 15x the NFE, and an error that
+        # stayed at 3e-4 where the C1 path reaches 3e-6).
         d = ls[1:] - ls[:-1]
         m = torch.cat([d[:1], 0.5 * (d[1:] + d[:-1]), d[-1:]])
         m = torch.minimum(m, 3 * torch.cat([d, d[-1:]]))

@@ -33,6 +33,9 @@ from torch import Tensor
 
 from . import metrics
 from .solvers.gt import gt_solve
+from .train import TrainConfig
+
+_TRAIN = TrainConfig()  # learned solvers in a sweep train with train-solver's defaults unless told otherwise
 
 EVAL_SEED_OFFSET = 7919  # evaluation noise seed = seed + this (training noise uses `seed`)
 
@@ -55,10 +58,12 @@ class SweepConfig:
     gt_atol: float = 1e-5  # dopri5 tolerances of the GT samples
     gt_rtol: float = 1e-5
     nearest_valid_nfe: bool = True  # run at the largest valid NFE <= target (else skip the cell)
-    train_iters: int = 300  # learned solvers: Adam iterations per (family, NFE)
+    train_iters: int = _TRAIN.iters  # learned solvers: Adam iterations per (family, NFE)
+    train_defaults: bool = False  # learned solvers: train with core.train.TrainConfig's defaults (the CLI's
+    # converged recipe; train_iters / train_n / train_batch are then not used)
     train_seconds: Optional[float] = None  # learned solvers: also stop after this many seconds each
-    train_n: int = 1024  # learned solvers: GT paths / pairs to train on (plus train_n // 4 held out)
-    train_batch: int = 256  # learned solvers: GT paths / pairs per Adam iteration
+    train_n: int = _TRAIN.n_train  # learned solvers: GT paths / pairs to train on (plus train_n // 4 held out)
+    train_batch: int = _TRAIN.batch_size  # learned solvers: GT paths / pairs per Adam iteration
     train_gt: Optional[str] = None  # learned solvers: a GT data set folder (make-gt) to train on (core/gtdata)
     seed: int = 0  # training seed; evaluation noise uses seed + EVAL_SEED_OFFSET
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
@@ -268,10 +273,13 @@ def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str, 
     if gt is not None and family != "bns" and gt.spec.store != "paths":
         gt = None
     from .train import NonFiniteLossError, SolverSpec, TrainConfig, train_solver
-    tcfg = TrainConfig(iters=cfg.train_iters, n_train=cfg.train_n, n_val=max(cfg.train_n // 4, 2),
-                       batch_size=min(cfg.train_batch, cfg.train_n),
-                       val_every=max(cfg.train_iters // 10, 1), gt_atol=cfg.gt_atol, gt_rtol=cfg.gt_rtol,
-                       device=device, seed=cfg.seed)
+    if cfg.train_defaults:
+        tcfg = TrainConfig(gt_atol=cfg.gt_atol, gt_rtol=cfg.gt_rtol, device=device, seed=cfg.seed)
+    else:
+        tcfg = TrainConfig(iters=cfg.train_iters, n_train=cfg.train_n, n_val=max(cfg.train_n // 4, 2),
+                           batch_size=min(cfg.train_batch, cfg.train_n),
+                           val_every=max(cfg.train_iters // 10, 1), gt_atol=cfg.gt_atol, gt_rtol=cfg.gt_rtol,
+                           device=device, seed=cfg.seed, coarse_to_fine=False, patience=0)  # exactly train_iters
     stop = threading.Event()
     timer = None
     if cfg.train_seconds is not None:
@@ -279,7 +287,7 @@ def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str, 
         timer.start()
     try:
         res = train_solver(field, SolverSpec(family=family, nfe=nfe), tcfg, stop_event=stop, gt=gt)
-    except NonFiniteLossError as e:  # keep the last good parameters and say so in the row
+    except NonFiniteLossError as e:  # the best-validation parameters; say so in the row
         res = e.result
         res.diverged = str(e)
     finally:
@@ -367,12 +375,28 @@ def sweep(field, cfg: SweepConfig = SweepConfig(), reference: Optional[Tensor] =
             sec = time.perf_counter() - t0
             row = {"solver": family, "kind": "learned", "nfe_target": target, "nfe": solver.nfe, "seconds": sec,
                    "train_seconds": res.elapsed, "gt_seconds": res.gt_seconds,
-                   "train_iters": res.history[-1]["iteration"] if res.history else 0,
+                   "train_iters": (res.history[-1]["iteration"] if res.history else 0)
+                   + sum(st["iterations"] for st in getattr(res, "stages", [])),
+                   "curve": training_curve(res),
                    "best_val": res.best, "init_val": res.init, "diverged": getattr(res, "diverged", None),
                    **_score(x, x_gt, reference, dists, field.data_range, gt_dist)}
             result.rows.append(row)
             say(f"{family} @ {nfe}: trained {row['train_iters']} it in {res.elapsed:.1f} s, rmse {row['rmse']}")
     return result
+
+
+def training_curve(res) -> list[list[float]]:
+    """[seconds, validation RMSE] of a TrainResult: the main stage's validations, shifted by the
+    time its earlier (coarse-to-fine) stages took, after one point per earlier stage (its end,
+    its best RMSE at its own NFE)."""
+    out, t = [], 0.0
+    for st in getattr(res, "stages", []):
+        if st.get("stage") == "final-rmse":
+            continue
+        t += st["seconds"]
+        out.append([round(t, 3), st["best"]["rmse"]])
+    out += [[round(t + h["elapsed"], 3), h["rmse"]] for h in res.history if h.get("rmse") is not None]
+    return out
 
 
 # -------------------------------------------------------------------------------------------
@@ -425,6 +449,40 @@ def write_outputs(result: SweepResult, out_dir: str | Path, stem: str = "sweep",
 
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def convergence_svg(result: SweepResult, width: int = 560, height: int = 340) -> str:
+    """Validation RMSE (log) vs training seconds of every learned row with a "curve", one line
+    each (a coarse-to-fine stage's end is the first point, at its own NFE)."""
+    rows = [r for r in result.rows if r["kind"] == "learned" and r.get("curve")]
+    if not rows:
+        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="60"><text x="10" y="30">no training curves</text></svg>'
+    pts = [(x, y) for r in rows for x, y in r["curve"] if y > 0]
+    x_hi = max(x for x, _ in pts) or 1.0
+    y_lo, y_hi = math.log10(min(y for _, y in pts)), math.log10(max(y for _, y in pts))
+    if y_hi - y_lo < 1e-9:
+        y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
+    L, R, T, B = 60, 150, 30, 40
+    pw, ph = width - L - R, height - T - B
+    px = lambda x: L + x / x_hi * pw  # noqa: E731
+    py = lambda y: T + (1 - (math.log10(y) - y_lo) / (y_hi - y_lo)) * ph  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{L}" y="18" font-size="13">validation RMSE vs training time</text>',
+           f'<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>']
+    for k in range(5):
+        xv, yv = x_hi * k / 4, y_lo + k * (y_hi - y_lo) / 4
+        out.append(f'<text x="{px(xv):.1f}" y="{T + ph + 15}" text-anchor="middle">{xv:.0f}</text>')
+        out.append(f'<text x="{L - 5}" y="{py(10 ** yv) + 4:.1f}" text-anchor="end">{10 ** yv:.3g}</text>')
+    out.append(f'<text x="{L + pw / 2}" y="{height - 5}" text-anchor="middle">training seconds (GT excluded)</text>')
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+    for i, r in enumerate(rows):
+        c = colors[i % len(colors)]
+        path = " ".join(f"{'M' if j == 0 else 'L'}{px(x):.1f},{py(y):.1f}" for j, (x, y) in enumerate(r["curve"]) if y > 0)
+        out.append(f'<path d="{path}" fill="none" stroke="{c}" stroke-width="1.5"/>')
+        out.append(f'<text x="{L + pw + 8}" y="{T + 14 * i + 10}" fill="{c}">{r["solver"]}@{r["nfe"]}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
 
 
 def sweep_svg(result: SweepResult, metric: str = "rmse", width: int = 560, height: int = 340) -> str:
@@ -500,11 +558,14 @@ def add_cli_options(p) -> None:
     p.add_argument("--train-learned", nargs="*", default=None, metavar="FAMILY",
                    help=f"also train learned solvers per NFE and score them: any of {', '.join(LEARNED)} "
                    "(no value: all three)")
-    p.add_argument("--train-iters", type=int, default=300, help="budget per learned solver: Adam iterations (default 300)")
+    p.add_argument("--train-iters", type=int, default=_TRAIN.iters,
+                   help=f"budget per learned solver: Adam iterations (default {_TRAIN.iters}, as train-solver)")
     p.add_argument("--train-seconds", type=float, default=None,
                    help="budget per learned solver: stop after this many seconds, GT included (default: none)")
-    p.add_argument("--train-n", type=int, default=1024, help="GT paths per learned solver (default 1024)")
-    p.add_argument("--train-batch", type=int, default=256, help="GT paths per Adam iteration (default 256)")
+    p.add_argument("--train-n", type=int, default=_TRAIN.n_train,
+                   help=f"GT paths per learned solver (default {_TRAIN.n_train})")
+    p.add_argument("--train-batch", type=int, default=_TRAIN.batch_size,
+                   help=f"GT paths per Adam iteration (default {_TRAIN.batch_size})")
     p.add_argument("--train-gt", default=None, metavar="DIR",
                    help="learned solvers train on this GT data set (make-gt); Bespoke only if it stores paths")
     p.add_argument("--out-dir", default=None,

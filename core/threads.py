@@ -3,7 +3,8 @@
 torch's own default is one thread per core. On a small shared machine that is the worst choice
 for this project's small models: measured on a 2-core machine under load (other jobs running,
 load average 7-17), `train-solver --solver bns --nfe 8 --iters 100` on the checkerboard model took
-10-22 s with 1 thread and 202-242 s with 2 (README, "Command line"). Even lightly loaded, one
+10-22 s of wall time with 1 thread and 202-242 s with 2 (README, "Command line", has these runs
+and more). Even lightly loaded, one
 thread was faster in total there, because the 2-thread GT solve lost more than training gained
 (README, "Speed targets"). The default therefore leaves half the cores to everything else, as the
 app does (explorer/jobs.py), takes away cores other processes are busy with (the 1-minute load
@@ -52,6 +53,6 @@ def set_threads(threads: Optional[int]) -> int:
         threads = auto_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ValueError(f"--threads must be a whole number >= 0 (0 = torch's default), got {threads!r}")
-    if threads > 0:
+    if threads > 0 and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return torch.get_num_threads()

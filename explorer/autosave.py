@@ -4,7 +4,10 @@ on this machine for the current model and adds any of them back to the session.
 
 Where: $BESPOKE_RUNS_DIR, else ~/.cache/bespoke-explorer/runs. Files are ordinary solver
 checkpoints (core.solvers.learned.save_solver), read back through the same safe loader.
-No streamlit here: the worker calls `save_run`.
+No streamlit here: the worker calls `save_run`. When the server stops (SIGTERM, Ctrl-C), every
+running training job is asked to stop and waited for (explorer/jobs.py `shutdown`, at exit), so
+its worker saves the run as "stopped". Temp files of writes killed half-way (`*.tmp`) are removed
+the next time the runs are listed.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from core.checkpoint import CheckpointError, load
+from core.checkpoint import CheckpointError, clean_stale_tmp, load
 from core.solvers.learned import save_solver
 
 MAX_LISTED = 50  # newest runs shown per model
@@ -41,6 +44,7 @@ def list_runs(model_id: str, guidance_scale: Optional[float] = None) -> list[tup
     d = runs_dir()
     if not d.is_dir():
         return []
+    clean_stale_tmp(d)  # half-written files of a killed server
     out = []
     for f in sorted(d.glob("*.safetensors"), reverse=True):
         try:

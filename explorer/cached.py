@@ -16,8 +16,9 @@ Runs = list[tuple[str, object, Optional[int]]]  # (label, solver, nfe)
 
 @st.cache_data(max_entries=32, show_spinner="Solving the ground truth (adaptive dopri5)...")
 def gt_samples(model_key: str, n: int, seed: int, _field) -> compute.GTSamples:
-    """GT samples of noise(n, seed): solved once per model and noise set, shared by the pages."""
-    return compute.gt_samples(_field, n, seed)
+    """GT samples of noise(n, seed): solved once per model and noise set, shared by the pages,
+    and kept on disk between server starts (explorer/gtcache.py)."""
+    return compute.gt_samples(_field, n, seed, disk=True)
 
 
 @st.cache_data(max_entries=32, show_spinner="Sampling the training data to compare...")

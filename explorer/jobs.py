@@ -12,6 +12,7 @@ keeps a core for answering the browser.
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import sys
@@ -28,6 +29,9 @@ MAX_RUNNING = max(1, (os.cpu_count() or 2) // 2)  # jobs computing at once, all 
 
 _slots = threading.BoundedSemaphore(MAX_RUNNING)
 _ids = itertools.count(1)
+_live: set = set()  # jobs started and not finished, all sessions together (for `shutdown`)
+_live_lock = threading.Lock()
+SHUTDOWN_WAIT_S = 30.0  # how long the exiting server waits for stopped jobs to save and return
 _configured = False
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
@@ -108,6 +112,14 @@ Worker = Callable[[Job], Any]
 
 
 def _run(job: Job, work: Worker) -> None:
+    try:
+        _run_in_slot(job, work)
+    finally:
+        with _live_lock:
+            _live.discard(job)
+
+
+def _run_in_slot(job: Job, work: Worker) -> None:
     # Wait for a free slot, but let a queued job be cancelled.
     while not _slots.acquire(timeout=0.1):
         if job.stop.is_set():
@@ -125,7 +137,7 @@ def _run(job: Job, work: Worker) -> None:
     except Exception as e:  # the page shows the message; the traceback goes to the server log
         job.error = readable_error(e)
         job.status = FAILED
-        partial = getattr(e, "result", None)  # e.g. NonFiniteLossError keeps the last good solver
+        partial = getattr(e, "result", None)  # e.g. NonFiniteLossError keeps the best-validation solver
         if partial is not None and job.result is None:
             job.result = partial
         traceback.print_exc()
@@ -138,8 +150,29 @@ def _run(job: Job, work: Worker) -> None:
 
 def start(job: Job, work: Worker) -> Job:
     """Run `work(job)` in a daemon thread; its return value becomes `job.result`."""
+    with _live_lock:
+        _live.add(job)
     threading.Thread(target=_run, args=(job, work), name=f"job-{job.id}-{job.kind}", daemon=True).start()
     return job
+
+
+def shutdown(timeout: float = SHUTDOWN_WAIT_S) -> list[Job]:
+    """Stop every unfinished job and wait (up to `timeout` s in all) until each has returned: a
+    training worker then saves its run as "stopped" (explorer/workers.py). Registered with
+    atexit, so a server stopped by SIGTERM or Ctrl-C ends its training threads cleanly instead
+    of exiting under them (which aborted the process: "terminate called without an active
+    exception") and loses no run. Returns the jobs it stopped."""
+    with _live_lock:
+        live = [j for j in _live if not j.is_finished]
+    for j in live:
+        j.stop.set()
+    deadline = time.time() + timeout
+    for j in live:
+        j.finished.wait(max(0.0, deadline - time.time()))
+    return live
+
+
+atexit.register(shutdown)
 
 
 def readable_error(e: BaseException) -> str:

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from core import checkpoint
+from core import checkpoint, limits
 from core.analytic import mixture_field
 from core.field import VelocityField
 from core.paths import get_path
@@ -22,7 +22,8 @@ from core.paths import get_path
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
 MODEL_SUFFIXES = (".safetensors", ".bespoke")
-MAX_UPLOAD_MB = 64  # per uploaded checkpoint (the shipped ones are far smaller)
+MAX_UPLOAD_MB = limits.MAX_UPLOAD_MB  # per uploaded checkpoint, decimal MB (the shipped ones are far smaller)
+UPLOAD_LIMIT_LABEL = f"at most {MAX_UPLOAD_MB} MB = {MAX_UPLOAD_MB * 10**6:,} bytes"
 
 
 @dataclass(frozen=True)
@@ -136,13 +137,36 @@ def load_entry(key: str, raw: Optional[bytes] = None) -> VelocityField:
         if not path.is_file():
             raise ModelLoadError(f"shipped model {name!r} is missing from {ASSETS}")
         return load_checkpoint(str(path), name)
+    if source == "folder":
+        return load_folder(name)
     if source == "upload":
         if raw is None:
             raise ModelLoadError("the uploaded model is no longer in this session; upload it again")
-        if len(raw) > MAX_UPLOAD_MB << 20:
-            raise ModelLoadError(f"the file is {len(raw) / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit")
+        if len(raw) > MAX_UPLOAD_MB * 10**6:
+            raise ModelLoadError(f"the file is {len(raw) / 1e6:.1f} MB, over the limit ({UPLOAD_LIMIT_LABEL})")
         return load_checkpoint(raw, "")
     raise ModelLoadError(f"unknown model key {key!r}")
+
+
+def folder_key(path: str) -> str:
+    """The catalogue key of a local diffusers pipeline folder (its absolute path)."""
+    return "folder:" + str(Path(path).expanduser().resolve())
+
+
+def load_folder(path: str) -> VelocityField:
+    """A local diffusers pipeline folder (server-side path), validated like an upload: it must be
+    a folder with model_index.json, its weights at most MAX_UPLOAD_MB, and core.load_model must
+    accept it; any failure becomes ModelLoadError."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise ModelLoadError(f"{path!r} is not a folder on this machine")
+    if not (p / "model_index.json").is_file():
+        raise ModelLoadError(f"{path!r} has no model_index.json: not a diffusers pipeline folder")
+    size = sum(f.stat().st_size for sub in ("unet", "transformer") if (p / sub).is_dir()
+               for f in (p / sub).rglob("*") if f.is_file())
+    if size > MAX_UPLOAD_MB << 20:
+        raise ModelLoadError(f"{path!r}: its denoiser is {size / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit")
+    return load_checkpoint(str(p), p.name)
 
 
 def describe(field: VelocityField, label: str = "") -> dict:

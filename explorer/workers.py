@@ -30,7 +30,7 @@ def train_job(field, spec: SolverSpec, cfg: TrainConfig):
 
         try:
             result = train_solver(field, spec, cfg, callback=callback, stop_event=job.stop)
-        except NonFiniteLossError as e:  # keep the last good solver on disk too, then report
+        except NonFiniteLossError as e:  # keep the best-validation solver on disk too, then report
             _autosave(job, e.result, field, "diverged")
             raise
         saved = _autosave(job, result, field, "stopped" if result.stopped else "done")

@@ -52,6 +52,6 @@ which = (evaluation.describe(field) if int(n) == evaluation.size(field) else
          "of the other pages: set Samples to that to compare numbers)")
 st.caption(f"Every point: {which}. GT: adaptive dopri5 at {rows[0]['nfe']} NFE on the same noise.")
 for a, b in compute.coinciding(rows):
-    st.caption(f"{a} and {b} give the same samples on this model (on an FM-OT path DDIM's update is Euler's): "
-               "their curves lie on top of each other; each keeps its own marker and dash.")
+    st.caption(f"{a} and {b} give the same samples on this model, up to rounding (on an FM-OT path DDIM's update "
+               "is Euler's): their curves lie on top of each other; each keeps its own marker and dash.")
 st.dataframe([r for r in rows[1:]], hide_index=True, key="bench.table")

@@ -4,7 +4,8 @@ import streamlit as st
 import torch
 
 from explorer import cached, evaluation, figures, state, ui
-from explorer.models import MAX_UPLOAD_MB, ModelLoadError, describe, is_2d, is_image, upload_key
+from explorer.models import (MAX_UPLOAD_MB, UPLOAD_LIMIT_LABEL, ModelLoadError, describe, folder_key, is_2d, is_image,
+                             load_folder, upload_key)
 
 ui.header(
     "Model",
@@ -31,7 +32,7 @@ with col_pick:
         state.set_model(choice)
         st.rerun()
 with col_up:
-    up = st.file_uploader(f"...or upload a model checkpoint (.safetensors, at most {MAX_UPLOAD_MB} MB)",
+    up = st.file_uploader(f"...or upload a model checkpoint (.safetensors, {UPLOAD_LIMIT_LABEL})",
                           max_upload_size=MAX_UPLOAD_MB, key="model.upload")
     if up is not None:
         raw = up.getvalue()
@@ -52,6 +53,19 @@ with col_up:
             else:
                 state.set_model(key)
                 st.success(f"Loaded {up.name}; it is now the current model.")
+                st.rerun()
+    with st.form("model.folder_form", border=False):
+        folder = st.text_input("...or a local diffusers pipeline folder (a path on the machine running the app)",
+                               key="model.folder", placeholder="/path/to/pipeline (model_index.json, unet/, scheduler/)")
+        if st.form_submit_button("Open folder") and folder.strip():
+            fkey = folder_key(folder.strip())
+            try:
+                load_folder(fkey.partition(":")[2])
+            except ModelLoadError as e:
+                ui.show_error(f"Could not open {folder.strip()!r}: {e}")
+            else:
+                st.session_state[state.UPLOADS][fkey] = (f"diffusers folder {fkey.rsplit('/', 1)[-1]}", None)
+                state.set_model(fkey)
                 st.rerun()
 
 # --- What it is ----------------------------------------------------------------------------

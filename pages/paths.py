@@ -81,9 +81,9 @@ st.plotly_chart(figures.step_errors({r.label: {"times": r.times, "errors": r.err
 n_eval = evaluation.size(field)
 on_eval = cached.samples(state.field_key(), tuple(keys), n_eval, seed, field, runs)[1:]  # same order as runs
 st.dataframe([{"solver": r.label, "NFE": r.nfe, "steps": len(r.times) - 1,
-               f"RMSE to GT at t = 1 ({n} drawn paths)": float(r.errors[-1]),
-               f"max RMSE along the path ({n} drawn paths)": float(np.max(r.errors)),
-               f"RMSE to GT, evaluation set (n = {n_eval})": e.rmse}
+               f"RMSE at t = 1 ({n} drawn)": float(r.errors[-1]),
+               f"max RMSE on the path ({n} drawn)": float(np.max(r.errors)),
+               f"RMSE, evaluation set ({n_eval})": e.rmse}
               for r, e in zip(bundle.runs, on_eval)], hide_index=True, key="paths.table")
 st.caption(f"Drawn: the first {n} paths of the evaluation set; the last column is on all of it "
            f"({evaluation.describe(field)}), the number the Samples and Benchmark pages show.")

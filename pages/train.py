@@ -10,7 +10,7 @@ from core.solvers.learned import load_solver
 from core.solvers.bns import BNS_INITS
 from core.train import LEARNED_FAMILIES, SolverSpec, TrainConfig
 from explorer import autosave, compute, evaluation, figures, jobs, livechart, state, ui, workers
-from explorer.models import MAX_UPLOAD_MB
+from explorer.models import MAX_UPLOAD_MB, UPLOAD_LIMIT_LABEL
 
 # Short enough for the selectbox's width (a longer label was cut off); the help says the rest.
 FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler)", "rk2-bespoke": "RK2-Bespoke (midpoint)",
@@ -18,6 +18,7 @@ FAMILY_LABELS = {"rk1-bespoke": "RK1-Bespoke (Euler)", "rk2-bespoke": "RK2-Bespo
 FAMILY_HELP = ("RK1/RK2-Bespoke: Euler / midpoint on a learned scale-time path. BNS (Bespoke Non-Stationary): "
                "a learned time grid and, per step, learned weights of the start point and all velocities so far.")
 BESPOKE_INITS = ("identity", "fm-cs", "edm")
+SPEC0, CFG0 = SolverSpec(), TrainConfig()  # the form's defaults: core.train's, the CLI's too
 
 ui.header(
     "Train a solver",
@@ -40,21 +41,21 @@ model_key = state.field_key()
 # --- The form ------------------------------------------------------------------------------
 c1, c2, c3 = st.columns(3)
 with c1:
-    family = st.selectbox("Solver family", LEARNED_FAMILIES, key=state.kept("train.family", "rk2-bespoke"),
+    family = st.selectbox("Solver family", LEARNED_FAMILIES, key=state.kept("train.family", SPEC0.family),
                           format_func=lambda f: FAMILY_LABELS.get(f, f), help=FAMILY_HELP)
-    nfe = st.number_input("NFE (network evaluations)", 1, 64, step=1, key=state.kept("train.nfe", 8),
+    nfe = st.number_input("NFE (network evaluations)", 1, 64, step=1, key=state.kept("train.nfe", SPEC0.nfe),
                           help="RK2-Bespoke uses 2 evaluations per step, so its NFE must be even.")
 with c2:
     is_bns = family == "bns"
     if is_bns:
         sigma0 = st.number_input("sigma0 (BNS preconditioning)", 0.05, 100.0, step=0.5,
-                                 key=state.kept("train.sigma0", 1.0),
+                                 key=state.kept("train.sigma0", SPEC0.sigma0),
                                  help="The NS solver runs on the path alpha_r = r, sigma_r = sigma0 (1 - r) "
                                       "(a reconstruction of the paper's preconditioning; 1 = none on FM-OT).")
         init_options = tuple(i for i in BNS_INITS if i in ("euler", "midpoint") or field.path is not None)
     else:
         lipschitz = st.number_input("L_tau (Lipschitz constant in the loss)", 0.0, 50.0, step=0.5,
-                                    key=state.kept("train.lipschitz", 1.0),
+                                    key=state.kept("train.lipschitz", SPEC0.lipschitz),
                                     help="Weights M_i of the local errors; the paper uses 1.")
         init_options = BESPOKE_INITS if field.path is not None else ("identity",)
     init_key = state.kept(f"train.init.{'bns' if is_bns else 'bespoke'}", init_options[0])
@@ -64,17 +65,17 @@ with c2:
                         help="identity = the base RK solver itself; a path name = the ST map to that path "
                              "(e.g. EDM's schedule); for BNS, the base solver it starts as.")
 with c3:
-    lr = st.number_input("Learning rate (Adam)", 1e-5, 1.0, step=1e-3, format="%.4f", key=state.kept("train.lr", 2e-3))
-    iters = st.number_input("Iterations", 1, 20000, step=50, key=state.kept("train.iters", 300))
+    lr = st.number_input("Learning rate (Adam)", 1e-5, 1.0, step=1e-3, format="%.4f", key=state.kept("train.lr", CFG0.lr))
+    iters = st.number_input("Iterations", 1, 20000, step=50, key=state.kept("train.iters", CFG0.iters))
 with st.expander("Budget: batch, GT paths, validation, seed"):
     b1, b2, b3, b4, b5 = st.columns(5)
-    batch = b1.number_input("Batch size", 8, 4096, step=64, key=state.kept("train.batch", 256))
-    n_train = b2.number_input("GT paths to train on", 16, 20000, step=256, key=state.kept("train.n_train", 1024),
+    batch = b1.number_input("Batch size", 8, 4096, step=64, key=state.kept("train.batch", CFG0.batch_size))
+    n_train = b2.number_input("GT paths to train on", 16, 20000, step=256, key=state.kept("train.n_train", CFG0.n_train),
                               help="Noise samples whose adaptive-solver (dopri5) paths are solved once, before training.")
-    n_val = b3.number_input("Validation samples", 8, 4096, step=64, key=state.kept("train.n_val", 256),
+    n_val = b3.number_input("Validation samples", 8, 4096, step=64, key=state.kept("train.n_val", CFG0.n_val),
                             help="Held-out noise: the curves' validation RMSE / PSNR to GT, and the best solver kept.")
-    val_every = b4.number_input("Validate every", 1, 1000, step=5, key=state.kept("train.val_every", 10))
-    seed = b5.number_input("Seed", 0, 10_000, step=1, key=state.kept("train.seed", 0))
+    val_every = b4.number_input("Validate every", 1, 1000, step=5, key=state.kept("train.val_every", CFG0.val_every))
+    seed = b5.number_input("Seed", 0, 10_000, step=1, key=state.kept("train.seed", CFG0.seed))
 
 if st.button("Train", type="primary", key="train.start", icon=":material/play_arrow:"):
     try:
@@ -192,7 +193,7 @@ if rows:
 else:
     st.caption("None yet for this model: press Train above, or upload a solver saved earlier.")
 
-up = st.file_uploader(f"Upload a solver saved earlier (.safetensors, at most {MAX_UPLOAD_MB} MB)",
+up = st.file_uploader(f"Upload a solver saved earlier (.safetensors, {UPLOAD_LIMIT_LABEL})",
                       max_upload_size=MAX_UPLOAD_MB, key="train.upload")
 if up is not None:
     # Every upload is processed once: an upload is one file_id (the same file uploaded again,
@@ -201,6 +202,8 @@ if up is not None:
     if up.file_id not in outcome:
         raw = up.getvalue()
         try:
+            if len(raw) > MAX_UPLOAD_MB * 10**6:
+                raise ValueError(f"the file is {len(raw) / 1e6:.1f} MB, over the limit ({UPLOAD_LIMIT_LABEL})")
             solver, header = load_solver(raw, field=field)
         except (CheckpointError, ValueError) as e:
             outcome[up.file_id] = ("error", f"Could not use {up.name!r}: {e}")

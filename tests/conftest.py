@@ -9,6 +9,8 @@ import torch
 # Runs that the app autosaves go to a throwaway folder during tests (the browser test's server
 # inherits this), never into the user's ~/.cache.
 os.environ["BESPOKE_RUNS_DIR"] = tempfile.mkdtemp(prefix="bespoke-runs-test-")
+# The app's on-disk caches (GT samples, the live chart's files) too.
+os.environ["BESPOKE_CACHE_DIR"] = tempfile.mkdtemp(prefix="bespoke-cache-test-")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:

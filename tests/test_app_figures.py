@@ -216,3 +216,27 @@ def test_every_builder_draws_against_the_right_x():
     tr = _traces(figures.path_coefficients(t, 1 - t, t, "fm-ot"))
     np.testing.assert_allclose(tr[0]["x"], t)
     np.testing.assert_allclose(tr[1]["y"], t)
+
+
+def test_gt_samples_are_kept_on_disk_for_hashed_models_only(tmp_path, monkeypatch):
+    from explorer import compute, gtcache
+    from explorer.models import load_entry
+
+    monkeypatch.setenv("BESPOKE_CACHE_DIR", str(tmp_path))
+    field = load_entry("shipped:checkerboard_fm-ot.safetensors")
+    first = compute.gt_samples(field, 16, 3, disk=True)
+    files = list((tmp_path / "gt").glob("*.npz"))
+    assert len(files) == 1
+    calls = []
+    x, nfe, from_disk = gtcache.load_or_solve(field, 16, 3, 1e-5, lambda: calls.append(1))
+    assert from_disk and not calls and nfe == first.nfe
+    np.testing.assert_array_equal(x, first.x)
+    np.testing.assert_array_equal(x, compute.gt_samples(field, 16, 3).x)  # the same as a fresh solve
+    assert gtcache.cache_key(field, 16, 4, 1e-5) != gtcache.cache_key(field, 16, 3, 1e-5)
+    files[0].write_bytes(b"garbage")  # an unreadable file: solved again, and rewritten
+    x2, _, from_disk = gtcache.load_or_solve(field, 16, 3, 1e-5, lambda: (np.zeros((16, 2)), 7))
+    assert not from_disk and x2.sum() == 0
+    analytic = load_entry("analytic:8gaussians-fm-ot")
+    assert gtcache.cache_key(analytic, 16, 3, 1e-5) is None
+    compute.gt_samples(analytic, 8, 0, disk=True)
+    assert len(list((tmp_path / "gt").glob("*.npz"))) == 1

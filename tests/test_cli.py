@@ -237,3 +237,17 @@ def test_threads_option_applies_to_the_command_only(work, capsys, tmp_path, monk
             assert "--threads" in run(capsys, cmd, "--help")[1]
     finally:
         torch.set_num_threads(before)
+
+
+def test_train_solver_recipe_options(work, capsys, tmp_path):
+    d, model, _ = work
+    out = tmp_path / "rk2_8.safetensors"
+    code, stdout, _ = run(capsys, "train-solver", "--model", model, "--solver", "rk2-bespoke", "--nfe", 8, "--iters", 3,
+                          "--n-train", 32, "--n-val", 16, "--batch-size", 16, "--lr-schedule", "plateau",
+                          "--patience", 1, "--finetune-iters", 2, "--device", "cpu", "--quiet", "--out", out)
+    assert code == 0 and "saved" in stdout
+    from core.solvers.learned import load_solver
+    _, header = load_solver(out)
+    assert [s["stage"] for s in header["train"]["stages"]] == ["coarse", "final-rmse"]
+    fails(capsys, "patience", "train-solver", "--model", model, "--solver", "rk2-bespoke", "--nfe", 4,
+          "--patience", -1, "--device", "cpu", "--quiet", "--out", tmp_path / "x.safetensors")

@@ -11,8 +11,8 @@ from core.analytic import gaussian_data_field, gaussian_data_solution, mixture_f
 from core.field import VelocityField
 from core.paths import CondOTPath, CosinePath, VPPath
 from core.solvers.base import rk_sample, uniform_grid
-from core.solvers.dedicated import (build_scheme, check_nfe, ddim_sample, edm_grid, edm_sample, edm_sigmas,
-                                    logsnr_grid, sample_dedicated)
+from core.solvers.dedicated import (DPM_GRID, DPM_T_EPS, build_scheme, check_nfe, ddim_sample, dpmpp2m_sample,
+                                    edm_grid, edm_sample, edm_sigmas, logsnr_grid, sample_dedicated)
 from core.solvers.gt import gt_solve
 from core.solvers.linear import run_scheme
 
@@ -24,11 +24,11 @@ def _x0(n=64, seed=0):
     return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def _gaussian_exact(path, x0):
-    """Exact x(1) of gaussian_data_field from x(0) = x0 (alpha_0 may be > 0, as on eps-VP)."""
+def _gaussian_exact(path, x0, t=1.0):
+    """Exact x(t) of gaussian_data_field from x(0) = x0 (alpha_0 may be > 0, as on eps-VP)."""
     p0 = path(torch.tensor(0.0, dtype=torch.float64))
     z = (x0 - p0.alpha * MEAN) / torch.sqrt(p0.alpha**2 * C**2 + p0.sigma**2)
-    return gaussian_data_solution(path, MEAN, C, z, 1.0)
+    return gaussian_data_solution(path, MEAN, C, z, t)
 
 
 def _rmse(a, b):
@@ -149,7 +149,9 @@ ORDER_NFES = {"ddim": [16, 32, 64, 128], "dpm++2m": [16, 32, 64, 128], "edm": [1
 def test_order_on_gaussian_data(path, name, order):
     field = gaussian_data_field(path, MEAN, C)
     x0 = _x0()
-    exact = _gaussian_exact(path, x0)
+    # DPM-Solver++ on Lu et al.'s grid (the default on eps-VP) ends at t = 1 - 1e-3: its target
+    t_end = float(logsnr_grid(path, 4, kind=DPM_GRID)[-1]) if name == "dpm++2m" else 1.0
+    exact = _gaussian_exact(path, x0, t_end)
     errs = [_rmse(sample_dedicated(name, field, x0, n).x, exact) for n in ORDER_NFES[name]]
     assert all(b < a for a, b in zip(errs, errs[1:])), errs
     assert abs(_slope(ORDER_NFES[name], errs) - order) < 0.25, errs
@@ -202,3 +204,47 @@ def test_converges_on_mixture(path, name, order):
         assert errs[-1] < 7e-3, errs  # the sigma_max = 80 start floor
     else:
         assert abs(_slope(nfes, errs) - order) < 0.3, errs
+
+
+def _lu_dpmpp2m_reference(path, x0, nfe, t_eps=1e-3):
+    """DPM-Solver++(2M) written from Lu et al. 2022 (Algorithm 2, data prediction, multistep),
+    independently of core.solvers.dedicated: lambda uniform from lambda(t = 0) to
+    lambda(t = 1 - eps), first step and last step first order ("lower order final"), the data
+    prediction of Gaussian data in closed form, D = m + alpha c^2 / (alpha^2 c^2 + sigma^2) (x - alpha m)."""
+    def coef(t):
+        p = path(torch.tensor(t, dtype=torch.float64))
+        return float(p.alpha), float(p.sigma)
+    lam = lambda t: math.log(coef(t)[0] / coef(t)[1])  # noqa: E731
+    lams = torch.linspace(lam(0.0), lam(1 - t_eps), nfe + 1, dtype=torch.float64)
+    ts = path.snr_inverse(torch.exp(lams)).tolist()
+    ts[0], ts[-1] = 0.0, 1 - t_eps
+    x, D_prev = x0, None
+    for i in range(1, nfe + 1):
+        a0, s0 = coef(ts[i - 1])
+        a1, s1 = coef(ts[i])
+        h = lam(ts[i]) - lam(ts[i - 1])
+        D = MEAN + a0 * C**2 / (a0**2 * C**2 + s0**2) * (x - a0 * MEAN)
+        if i == 1 or i == nfe:
+            Dt = D
+        else:
+            r = (lam(ts[i - 1]) - lam(ts[i - 2])) / h
+            Dt = (1 + 1 / (2 * r)) * D - 1 / (2 * r) * D_prev
+        x = (s1 / s0) * x - a1 * math.expm1(-h) * Dt
+        D_prev = D
+    return x, ts
+
+
+@pytest.mark.parametrize("nfe", [4, 8, 16])
+def test_dpm_published_grid_against_reference(nfe):
+    """On eps-VP the default DPM-Solver++(2M) is Lu et al.'s: same grid, same sample."""
+    path = VPPath()
+    field = gaussian_data_field(path, MEAN, C)
+    x0 = _x0()
+    ref, ts = _lu_dpmpp2m_reference(path, x0, nfe)
+    grid = logsnr_grid(path, nfe, kind="lu")
+    torch.testing.assert_close(grid, torch.tensor(ts, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert DPM_T_EPS == 1e-3 and logsnr_grid(path, nfe, kind=DPM_GRID).tolist() == grid.tolist()
+    torch.testing.assert_close(sample_dedicated("dpm++2m", field, x0, nfe).x, ref, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(run_scheme(build_scheme("dpm++2m", nfe, path), field, x0).x, ref, rtol=1e-9, atol=1e-9)
+    # Alpha_0 = 0 paths (no lambda(0)) keep the sigma-range grid, ending at t = 1
+    assert logsnr_grid(CondOTPath(), nfe, kind=DPM_GRID).tolist() == logsnr_grid(CondOTPath(), nfe, kind="sigma").tolist()

@@ -330,7 +330,7 @@ def test_sigmas_flow_shift_pre_inverted():
     assert torch.allclose(stock.sigmas.double(), 1 - t, atol=1e-6)  # ... and lands on the learned grid
     plain = FlowMatchEulerDiscreteScheduler(shift=3.0)
     plain.set_timesteps(sigmas=grid["comfyui"]["sigmas"][:-1])  # the trap: un-inverted sigmas get shifted
-    assert (plain.sigmas.double() - (1 - t)).abs().max() > 1e-2
+    assert (plain.sigmas.double() - (1 - t)).abs().max() > 0.1  # 0.26 here
     dyn = dif.export_sigmas(_flow_field(use_dynamic_shifting=True), _bns(_flow_field(use_dynamic_shifting=True), 6))
     assert "use_dynamic_shifting=False" in dyn["diffusers"]["refused_preshift"]
     assert "loses" in grid["note"]
@@ -362,3 +362,124 @@ def test_import_core_does_not_import_diffusers():
     code = "import sys, core, core.cli, core.integrations.diffusers; print(any(m.split('.')[0] == 'diffusers' for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------
+# The stock SD3 and FLUX pipelines (they need transformers only to import; no text encoder runs:
+# the conditioning is pre-computed, the VAE is skipped with output_type="latent")
+# --------------------------------------------------------------------------------------
+
+def test_stock_sd3_pipeline_runs_the_learned_solver():
+    pytest.importorskip("transformers")
+    from diffusers import StableDiffusion3Pipeline
+    tr, sched = _sd3(), FlowMatchEulerDiscreteScheduler(shift=3.0)
+    g = torch.Generator().manual_seed(0)
+    cond = {"encoder_hidden_states": torch.randn(1, 5, 16, generator=g), "pooled_projections": torch.randn(1, 8, generator=g)}
+    uncond = {k: torch.zeros_like(v) for k, v in cond.items()}
+    field = dif.as_velocity_field(tr, sched, (4, 8, 8), cond=cond, uncond=uncond, guidance_scale=3.0)
+    solver = _bns(field, 5, seed=1)
+    pipe = StableDiffusion3Pipeline(transformer=tr, scheduler=sched, vae=None, text_encoder=None, tokenizer=None,
+                                    text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    s = dif.scheduler_for(field, solver)
+    with pytest.raises(dif.SchedulerRefusal, match="guidance"):
+        s.attach(pipe, guidance_scale=7.0)
+    s.attach(pipe, guidance_scale=3.0)
+
+    def two(v):
+        return v.repeat(2, *([1] * (v.dim() - 1)))
+
+    kw = dict(prompt_embeds=two(cond["encoder_hidden_states"]), pooled_prompt_embeds=two(cond["pooled_projections"]),
+              negative_prompt_embeds=two(uncond["encoder_hidden_states"]),
+              negative_pooled_prompt_embeds=two(uncond["pooled_projections"]), guidance_scale=3.0,
+              height=8 * pipe.vae_scale_factor, width=8 * pipe.vae_scale_factor, output_type="latent")
+    out = pipe(num_inference_steps=5, generator=torch.Generator().manual_seed(7), **kw).images
+    with torch.no_grad():
+        ref = solver.solve(field, torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(7))).x
+    assert _rel(out, ref) < REL
+    with pytest.raises(dif.SchedulerRefusal, match="num_inference_steps=28"):
+        pipe(num_inference_steps=28, **kw)
+
+
+def test_stock_flux_pipeline_runs_the_learned_solver():
+    pytest.importorskip("transformers")
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    torch.manual_seed(0)
+    tr = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+                                num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=8,
+                                guidance_embeds=True, axes_dims_rope=(2, 2, 4)).eval().requires_grad_(False)
+    sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, shift=3.0)
+    g = torch.Generator().manual_seed(0)
+    emb, pooled = torch.randn(1, 5, 16, generator=g), torch.randn(1, 8, generator=g)
+    txt_ids, img_ids = torch.zeros(5, 3), FluxPipeline._prepare_latent_image_ids(1, 2, 2, "cpu", torch.float32)
+    w = 3.5  # FLUX-dev style distilled guidance: an input of the transformer, bound in the field
+
+    def flux(x, timestep, encoder_hidden_states, pooled_projections):  # what FluxPipeline calls
+        return tr(hidden_states=x, timestep=timestep / 1000, guidance=torch.full((x.shape[0],), w),
+                  encoder_hidden_states=encoder_hidden_states, pooled_projections=pooled_projections,
+                  txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+
+    field = dif.as_velocity_field(flux, sched, (4, 16), cond={"encoder_hidden_states": emb, "pooled_projections": pooled})
+    solver = _bns(field, 4, seed=2)
+    pipe = FluxPipeline(scheduler=sched, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
+                        tokenizer_2=None, transformer=tr)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = dif.scheduler_for(field, solver)  # use_flow_sigmas: FLUX passes no sigmas; its mu is ignored
+    out = pipe(prompt_embeds=emb.repeat(2, 1, 1), pooled_prompt_embeds=pooled.repeat(2, 1), guidance_scale=w,
+               num_inference_steps=4, height=32, width=32, output_type="latent",
+               generator=torch.Generator().manual_seed(7)).images
+    x0 = FluxPipeline._pack_latents(torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(7)), 2, 4, 4, 4)
+    with torch.no_grad():
+        ref = solver.solve(field, x0).x
+    assert _rel(out, ref) < REL
+
+
+# --------------------------------------------------------------------------------------
+# The app: the Model page opens a local pipeline folder, and the other pages work on it
+# --------------------------------------------------------------------------------------
+
+def test_app_model_page_opens_a_pipeline_folder(ddpm_folder, tmp_path):
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    from explorer import state
+    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "streamlit_app.py")
+    at = AppTest.from_file(app, default_timeout=180).run()
+    assert not at.exception, at.exception
+    before = at.session_state[state.MODEL_KEY]
+
+    def open_folder(path):
+        at.text_input(key="model.folder").set_value(str(path))
+        next(b for b in at.button if b.label == "Open folder").click().run()
+        assert not at.exception, at.exception
+
+    open_folder(tmp_path)  # a folder, but no pipeline: a message, the model unchanged
+    assert any("no model_index.json" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.session_state[state.MODEL_KEY] == before
+    open_folder(ddpm_folder)
+    assert at.session_state[state.MODEL_KEY].startswith("folder:")
+    info = dict(zip(at.table[0].value.iloc[:, 0], at.table[0].value.iloc[:, 1]))
+    assert info["Gaussian path"] == "vp-discrete" and info["sample shape"] == "1 x 8 x 8", info
+    assert not at.error, [e.value for e in at.error]
+    at.switch_page("pages/samples.py").run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+
+
+def test_readme_diffusers_example_runs(tmp_path, monkeypatch):
+    """The README's first diffusers example as written, on a tiny pipeline saved where it looks, with
+    a training budget small enough for a test."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("### diffusers")
+    code = re.search(r"```python\n(.*?)```", readme[start:], re.S).group(1)
+    big = "TrainConfig(gt_atol=1e-6, gt_rtol=1e-6)"  # core.train's default budget
+    assert big in code
+    code = code.replace(big, "TrainConfig(iters=3, n_train=32, n_val=16, batch_size=16, val_every=3)")
+    monkeypatch.chdir(tmp_path)
+    DDPMPipeline(unet=_unet(), scheduler=DDPMScheduler()).save_pretrained("my_ddpm_pipeline")
+    ns = {}
+    exec(compile(code, "README-diffusers", "exec"), ns)
+    assert len(ns["images"]) == 1 and ns["images"][0].size == (8, 8)
+    assert isinstance(ns["pipe"].scheduler, dif.BespokeScheduler) and ns["pipe"].scheduler.nfe == 8

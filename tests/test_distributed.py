@@ -148,3 +148,20 @@ def test_two_processes_make_and_train_what_one_process_does(tmp_path):
         torch.testing.assert_close(t2[k], t1[k], rtol=1e-6, atol=1e-7)
     assert h2["best"]["psnr"] == pytest.approx(h1["best"]["psnr"], abs=1e-4)
     assert h2["best_iteration"] == h1["best_iteration"]
+
+
+def test_from_env_outside_torchrun(monkeypatch):
+    from core.distributed import from_env
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert from_env("cpu") is None  # one plain process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ValueError, match="RANK is not set: start the processes with torchrun"):
+        from_env("cpu")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "1")
+    with pytest.raises(ValueError, match="each process takes cuda:LOCAL_RANK"):
+        from_env("cuda:1")

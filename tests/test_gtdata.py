@@ -65,6 +65,11 @@ def test_paths_store_and_size_per_path(moons, tmp_path):
     assert isinstance(train, GTPool) and train.xs.shape == (9, 16, 2) and val.us.shape == (9, 16, 2)
     ref = GTPool.build(moons, val.x0, n_grid=9, batch_size=16)
     assert torch.equal(val.xs, ref.xs) and torch.equal(val.us, ref.us)
+    ds = open_gt(tmp_path, moons)  # Bespoke trains on the stored paths (and BNS on their ends)
+    res = train_solver(moons, SolverSpec("rk2-bespoke", nfe=4), TrainConfig(iters=2, batch_size=8, val_every=2,
+                                                                             device="cpu"), gt=ds)
+    assert res.gt_nfe == ds.nfe and set(res.best) >= {"rmse", "psnr"}
+    assert torch.equal(ds.pairs()[3], val.x1)
     assert bytes_per_path((3, 32, 32), "pairs") == 2 * 3072 * 4
     assert bytes_per_path((3, 32, 32), "paths", grid=65, dtype="float64") == 2 * 65 * 3072 * 8
     assert spec.path_bytes == 2 * 9 * 2 * 4

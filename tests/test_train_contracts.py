@@ -153,7 +153,9 @@ def test_history_and_events_report_every_iteration(bespoke_objective):
     assert s["gt_seconds"] == 0.0 and s["gt_nfe"] == 0  # fit alone makes no GT
 
 
-def test_nan_loss_rolls_back_to_the_previous_iterations_parameters(bespoke_objective):
+def test_nan_loss_rolls_back_to_the_best_validation_parameters(bespoke_objective):
+    """Issue 10: the parameters that produced the NaN (the previous iteration's) are not kept; the
+    solver goes back to its best validation (here the initial one: validation ran at 0 only)."""
     solver = BespokeSolver(2, 2)
     states = {}
     calls = {"n": 0}
@@ -168,7 +170,8 @@ def test_nan_loss_rolls_back_to_the_previous_iterations_parameters(bespoke_objec
         fit(solver, obj, TrainConfig(iters=10, val_every=100, lr=0.05),
             callback=lambda ev: states.__setitem__(ev.iteration, _state(solver)))
     assert sorted(states) == [0, 1, 2, 3]
-    _assert_same_state(solver, states[3])
+    assert e.value.result.best_iteration == 0 and e.value.result.diverged
+    _assert_same_state(solver, states[0])
     assert _states_differ(states[3], states[0]) and _states_differ(states[3], states[2])
     assert e.value.result.history[-1]["iteration"] == 3 and e.value.result.elapsed > 0
 
@@ -190,7 +193,7 @@ def test_nan_gradient_rolls_back_too(bespoke_objective):
     with pytest.raises(NonFiniteLossError, match="iteration 3: gradient has non-finite values"):
         fit(solver, obj, TrainConfig(iters=10, val_every=100, lr=0.05),
             callback=lambda ev: states.__setitem__(ev.iteration, _state(solver)))
-    _assert_same_state(solver, states[2])
+    _assert_same_state(solver, states[0])  # the best validation (iteration 0), as for a NaN loss
     assert _states_differ(states[2], states[0])
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 from .spec import DTYPES, STORE_KINDS, GTSpec
 
 
@@ -37,7 +35,9 @@ def add_make_gt_parser(sub, model_options) -> None:
                    help="pairs: x0, x1 (BNS); paths: x and dx/dt on a time grid (Bespoke, and BNS) (default pairs)")
     p.add_argument("--grid", type=int, default=65, help="time grid points of --store paths (default 65)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="solve and store precision")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads per process (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per process (default: as the other commands; under torchrun, its "
+                   "OMP_NUM_THREADS, 1 unless set)")
     p.add_argument("--quiet", action="store_true", help="no per-shard messages")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_make_gt)
@@ -48,12 +48,12 @@ def cmd_make_gt(args) -> None:
     from .make import make_gt
     from ..model_io import load_model
     from ..train import resolve_device
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from ..threads import set_threads
     if not Path(args.model).exists():
         raise ValueError(f"model file not found: {args.model!r}")
     dist = from_env(args.device)
     try:
+        set_threads(torchrun_threads(args.threads, dist))
         device = dist.device if dist is not None else resolve_device(args.device)
         field = load_model(args.model, guidance_scale=args.guidance, device=device, labels=args.label)
         spec = GTSpec.for_field(field, n_train=args.n, n_val=args.n_val, shard_size=args.shard_size, seed=args.seed,
@@ -70,6 +70,8 @@ def cmd_make_gt(args) -> None:
             t = m["totals"]
             print(f"wrote {args.out}: {t['paths']} paths in {len(m['shards'])} shards, dataset {m['dataset_id'][:16]}, "
                   f"NFE {t['nfe']}, {t['bytes']} bytes, {t['seconds']:.1f} s of solving")
+        if dist is not None:
+            dist.barrier()  # every rank leaves together
     finally:
         if dist is not None:
             dist.close()
@@ -85,11 +87,20 @@ def add_train_solver_options(p) -> None:
                    "steps (bounded memory on big models, one extra forward per step)")
 
 
+def torchrun_threads(threads, dist):
+    """--threads for core.threads.set_threads: under torchrun with no --threads, 0 (keep torch's
+    setting, i.e. torchrun's OMP_NUM_THREADS per process), so K processes do not each take the
+    one-process default."""
+    return 0 if dist is not None and threads is None else threads
+
+
 def start_processes(args):
     """(dist, device) for a command: joins torchrun's group when there is one."""
     from ..distributed import from_env
     from ..train import resolve_device
     dist = from_env(args.device)
+    if hasattr(args, "threads"):
+        args.threads = torchrun_threads(args.threads, dist)
     return dist, (dist.device if dist is not None else resolve_device(args.device))
 
 

@@ -74,7 +74,7 @@ class Convention:
     num_train_timesteps: int
 
     def timestep(self, t: Tensor) -> Tensor:
-        """The timestep the network is given at our time t (float64)."""
+        """The timestep the network is given at our time t (float64, differentiable in t)."""
         t = torch.as_tensor(t).to(torch.float64)
         if self.kind == FLOW:
             return (1 - t) * self.num_train_timesteps
@@ -87,6 +87,19 @@ class Convention:
             return 1 - t
         c = self.path(t)
         return c.sigma / c.alpha
+
+    def coefficients(self, t: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(beta, gamma) with u = beta x + gamma out at the scalar time t, computed in `dtype` exactly as
+        to_velocity does (the scheduler computes them once per step in set_timesteps)."""
+        if self.kind == FLOW:
+            return torch.zeros((), dtype=dtype), -torch.ones((), dtype=dtype)
+        pred = VP_PREDICTIONS[self.prediction_type]
+        t = torch.as_tensor(t, dtype=dtype)
+        if pred == "x1":
+            t = t.clamp(max=1 - T_EDGE)
+        from ..paths import prediction_coefficients
+        beta, gamma = prediction_coefficients(self.path, pred, t)
+        return beta.to(dtype), gamma.to(dtype)
 
     def to_velocity(self, t: Tensor, x: Tensor, out: Tensor) -> Tensor:
         """u(t, x) from the network's output at t (t a scalar or (B,), in x's dtype)."""
@@ -260,7 +273,7 @@ def _bind(base: DiffusersField, **changes) -> DiffusersField:
         B = x.shape[0]
         t = torch.as_tensor(t, dtype=x.dtype)
         tb = t.expand(B) if t.dim() == 0 else t
-        tau = conv.timestep(tb.detach().cpu()).to(device=dev, dtype=dt or x.dtype)
+        tau = conv.timestep(tb).to(device=dev, dtype=dt or x.dtype)  # differentiable in t (BNS learns its times)
         idx = torch.arange(B)
         kw = {k: _rows(v, idx) for k, v in (f.cond or {}).items()}
         if f.labels is not None:
@@ -300,7 +313,8 @@ def as_velocity_field(model, scheduler, data_shape, cond: Optional[dict] = None,
     data_shape: one sample's (latent) shape. cond / uncond: pre-computed conditioning keyword
     arguments (e.g. encoder_hidden_states and pooled_projections of an SD3 transformer) for the
     conditional and unconditional halves; guidance_scale w combines them like the pipelines do.
-    model_id: defaults to a hash of the model's weights and the convention (solvers record it).
+    model_id: defaults to a hash of the model's weights and the convention (solvers record it;
+      hashing reads every weight once: seconds for a GB-size model; pass your own id to skip it).
     """
     conv = convention_from_scheduler(scheduler)
     meta = {"scheduler_config": {k: v for k, v in scheduler_config(scheduler).items()
@@ -397,14 +411,12 @@ def field_from_pipeline(folder, guidance_scale: Optional[float] = None, device=N
 
 def solver_scheme(solver, field=None, nfe: Optional[int] = None):
     """The LinearScheme of a learned solver (BNS, RK1/RK2-Bespoke) or of a built-in one by name."""
-    from ..solvers.bespoke import BespokeSolver
-    from ..solvers.bns import BNSSolver, bespoke_scheme
     from ..solvers.dedicated import build_scheme
-    if isinstance(solver, BNSSolver):
-        with torch.no_grad():
-            return solver.scheme()
-    if isinstance(solver, BespokeSolver):
-        return bespoke_scheme(solver)
+    from ..solvers.learned import LearnedSolver
+    from ..solvers.linear import LinearScheme
+    from .scheme import learned_scheme
+    if isinstance(solver, (LearnedSolver, LinearScheme)):
+        return learned_scheme(solver)
     name = getattr(solver, "name", solver)
     if isinstance(name, str) and nfe is not None:
         return build_scheme(name, nfe, getattr(field, "path", None))
@@ -540,6 +552,13 @@ def _make_scheduler_class():
             self._step_index, self._begin_index = None, None
             self._x0, self._us = None, []
 
+        def _coefficients(self, dtype: torch.dtype) -> list:
+            """Per step (beta_k, gamma_k) of u_k = beta_k x_k + gamma_k out_k, made once per dtype."""
+            cache = self.__dict__.setdefault("_coef_cache", {})
+            if dtype not in cache:
+                cache[dtype] = [self.conv.coefficients(float(t), dtype) for t in self.scheme.t[:-1].to(dtype)]
+            return cache[dtype]
+
         def scale_model_input(self, sample: Tensor, timestep=None) -> Tensor:
             return sample
 
@@ -608,8 +627,9 @@ def _make_scheduler_class():
             x = sample.to(work)
             if k == 0:
                 self._x0, self._us = x, []
-            t_k = self.scheme.t[k].to(work)
-            self._us.append(self.conv.to_velocity(t_k, x, model_output.to(work)))
+            beta, gamma = self._coefficients(work)[k]
+            out = model_output.to(work)
+            self._us.append(-out if self.conv.kind == FLOW else beta.to(x.device) * x + gamma.to(x.device) * out)
             A = self.scheme.A.to(device=x.device, dtype=work)
             B = self.scheme.B.to(device=x.device, dtype=work)
             x_next = A[k + 1] * self._x0

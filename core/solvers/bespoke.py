@@ -85,27 +85,70 @@ class BespokeSolver(LearnedSolver):
 
     def init_from_st(self, st: Callable[[Tensor], STMap]) -> "BespokeSolver":
         """Set the parameters to a given ST map evaluated at the nodes (e.g. another Gaussian
-        path's map, core.paths.path_st_map(model_path, target, r, normalize=True)). t_0 = 0 and
-        t_1 = 1 stay exact; s is divided by s_0."""
+        path's map, core.paths.path_st_map(model_path, target, r, normalize=True)).
+
+        The map is first normalised to an exact member of the consistent family (t from 0 to 1,
+        s_0 = 1) by an affine change of t and a scale of s, with the derivatives changed alike:
+            t~_r = (t_r - t_0) / (t_1 - t_0),  t~'_r = t'_r / (t_1 - t_0),
+            s~_r = s_r / s_0,                  s~'_r = s'_r / s_0.
+        A target path whose map does not span [0, 1] (eps-VP's starts at t_0 > 0) would
+        otherwise start the solver inconsistent: its error would stall as n grows."""
         r = torch.linspace(0, 1, self.M + 1, dtype=torch.float64)
         m = st(r)
-        t = m.t.to(torch.float64).clone()
-        t[0], t[-1] = 0.0, 1.0
+        t, dt = m.t.to(torch.float64), m.dt.to(torch.float64)
+        span = t[-1] - t[0]
+        if not (torch.isfinite(span) and span > 0):
+            raise ValueError(f"the ST map's times must increase from r = 0 to r = 1; got t_0 = {float(t[0])}, "
+                             f"t_1 = {float(t[-1])}")
+        t, dt = (t - t[0]) / span, dt / span
+        t = torch.cat([t[:1].new_zeros(1), t[1:-1], t[:1].new_ones(1)])  # exact endpoints after rounding
         inc = torch.diff(t)
         if not (inc > 0).all():
             raise ValueError("the ST map's times are not strictly increasing at the nodes")
         s0 = m.s[0].to(torch.float64)
-        s, ds, dt = m.s.to(torch.float64) / s0, m.ds.to(torch.float64) / s0, m.dt.to(torch.float64)
+        s, ds = m.s.to(torch.float64) / s0, m.ds.to(torch.float64) / s0
         for name, v in (("s", s), ("dt", dt), ("ds", ds)):
             if not torch.isfinite(v).all():
                 raise ValueError(f"the ST map gives non-finite {name} at the nodes: {v.tolist()}")
         if not (s > 0).all() or not (dt[:-1] > 0).all():
             raise ValueError("the ST map must have s > 0 and dt > 0 at the nodes")
+        self._set_nodes(t, dt[:-1], s, ds[:-1])
+        return self
+
+    def _set_nodes(self, t: Tensor, dt: Tensor, s: Tensor, ds: Tensor) -> None:
+        """Parameters from node values: t, s (M+1,) with t_0 = 0, t_M = 1, s_0 = 1; dt, ds (M,)."""
         with torch.no_grad():
+            inc = torch.diff(t)
             self.raw_t.copy_(softplus_inv(inc / inc.sum()))
-            self.raw_dt.copy_(softplus_inv(dt[:-1]))
+            self.raw_dt.copy_(softplus_inv(dt))
             self.raw_s.copy_(torch.log(s[1:]))
-            self.ds.copy_(ds[:-1])
+            self.ds.copy_(ds)
+
+    def init_from_coarse(self, coarse: "BespokeSolver") -> "BespokeSolver":
+        """Coarse-to-fine start: take a trained solver of the same order with half the steps.
+
+        Its fine grid (M_c + 1 nodes) holds every second node of this one: there t, t', s, s' are
+        copied exactly. At the new midpoints t, t', log s and s' are the means of their two
+        neighbours (t' and s' of the last midpoint: those of the node before it, as none is
+        stored at r = 1). Linear, so t stays strictly increasing and t' > 0; the trained t', s'
+        are free numbers, not derivatives of t, s, so they are not used to curve t or s."""
+        if not isinstance(coarse, BespokeSolver) or coarse.order != self.order or 2 * coarse.M != self.M:
+            got = getattr(coarse, "name", type(coarse).__name__)
+            raise ValueError(f"a coarse-to-fine start for {self.name} needs an rk{self.order}-bespoke solver with "
+                             f"half its NFE ({self.nfe // 2}); got {got}")
+        with torch.no_grad():
+            p = {k: v.detach().to("cpu", torch.float64) for k, v in coarse.decode().items()}
+
+        def fill(nodes: Tensor, n_out: int) -> Tensor:  # nodes at even positions, means between
+            out = torch.empty(n_out, dtype=torch.float64)
+            out[::2] = nodes
+            nxt = torch.cat([nodes[1:], nodes[-1:]]) if n_out % 2 == 0 else nodes[1:]
+            out[1::2] = 0.5 * (nodes[: out[1::2].numel()] + nxt[: out[1::2].numel()])
+            return out
+
+        M = self.M
+        t, logs = fill(p["t"], M + 1), fill(torch.log(p["s"]), M + 1)
+        self._set_nodes(t, fill(p["dt"], M), torch.exp(logs), fill(p["ds"], M))
         return self
 
     def config(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from ..field import aligned_batch, label_period, round_to_period
 from .. import metrics
 from ..losses import psnr_from_mse, validation_summary
 from ..paths import GaussianPath, ScaledOTPath, get_path, path_st_map
+from ..seeds import stream_noise
 from .base import SolveResult, StepCallback, check_finite
 from .bespoke import BespokeSolver
 from .dedicated import build_scheme
@@ -357,24 +358,23 @@ class BNSObjective:
         return validation_summary(mse, self.field.data_range)
 
 
-def make_gt_pairs(field, n: int, seed: int, device, atol: float = 1e-5, rtol: float = 1e-5,
-                  batch: int = 4096) -> tuple[Tensor, Tensor, float, int]:
-    """n noise samples x0 and their GT samples x1 (dopri5), solved once. Returns (x0, x1,
-    seconds, NFE). Conditional models: chunks are whole label periods, so labels stay aligned."""
-    gen = torch.Generator().manual_seed(seed)
-    x0 = field.noise(n, generator=gen).to(device)
+def make_gt_pairs(field, x0: Tensor, atol: float = 1e-5, rtol: float = 1e-5,
+                  batch: int = 4096) -> tuple[Tensor, float, int]:
+    """The GT samples x1 (dopri5) of the noise x0, solved once. Returns (x1, seconds, NFE).
+    Conditional models: chunks are whole label periods, so labels stay aligned."""
     chunk = round_to_period(batch, label_period(field))
     start, xs, nfe = time.perf_counter(), [], 0
     for part in torch.split(x0, chunk):
         res = gt_solve(field, part, atol=atol, rtol=rtol)
         xs.append(res.x)
         nfe += res.nfe
-    return x0, torch.cat(xs), time.perf_counter() - start, nfe
+    return torch.cat(xs), time.perf_counter() - start, nfe
 
 
 def build_bns(field, spec, cfg, device, gt=None):
     """core.train builder: a BNS solver initialised from spec.init with spec.sigma0, and its
-    objective on cfg.n_train + cfg.n_val GT pairs (or on the pairs of `gt`, a GT data set)."""
+    objective on cfg.n_train + cfg.n_val GT pairs (noise from the "train" and "val" streams of
+    cfg.seed, core.seeds), or on the pairs of `gt`, a GT data set."""
     if spec.loss not in ("rmse-bound", "psnr"):  # "rmse-bound" is SolverSpec's default; BNS always uses PSNR
         raise ValueError(f"BNS is trained on the PSNR of the full solve; loss {spec.loss!r} does not apply")
     solver = BNSSolver(spec.nfe, sigma0=spec.sigma0, path=field.path, guidance_scale=field.guidance_scale)
@@ -390,7 +390,9 @@ def build_bns(field, spec, cfg, device, gt=None):
         return solver, obj
     period = label_period(field)
     n_train, n_val = round_to_period(cfg.n_train, period), round_to_period(cfg.n_val, period)
-    x0, x1, seconds, nfe = make_gt_pairs(field, n_train + n_val, cfg.seed, device, cfg.gt_atol, cfg.gt_rtol)
+    x0 = torch.cat([stream_noise(field, n_train, cfg.seed, "train"), stream_noise(field, n_val, cfg.seed, "val")])
+    x0 = x0.to(device)
+    x1, seconds, nfe = make_gt_pairs(field, x0, cfg.gt_atol, cfg.gt_rtol)
     obj = BNSObjective(field, x0[:n_train], x1[:n_train], x0[n_train:], x1[n_train:], cfg.batch_size)
     obj.gt_seconds, obj.gt_nfe = seconds, nfe
     return solver, obj

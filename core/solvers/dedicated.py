@@ -24,9 +24,12 @@ Start at t = 0 (what we do, [choice]):
   data on FM-OT), a fixed error floor. sigma_max=None starts exactly at t = 0 (x_ve = x0 /
   alpha_0), possible only where alpha_0 > 0 (eps-VP). The last step, sigma_min -> 0, is Euler
   and returns x1_hat at sigma_min (an O(sigma_min^2) floor).
-- The log-SNR grid of DPM-Solver++ is a lattice of N + 1 points uniform in lambda on
+- DPM-Solver++'s grid is a lattice of N + 1 points uniform in lambda, one of two (DPM_GRIDS):
+  "lu", Lu et al.'s published grid, on [lambda(0), lambda(1 - 1e-3)], whose last state x(1 - 1e-3)
+  is the sample (their eps = 1e-3), the default where alpha_0 > 0 (eps-VP); "sigma", on
   [lambda(0), -log sigma_min] (EDM's sigma_min = 0.002), lambda(0) replaced by -log sigma_max
-  (80) where alpha_0 = 0; its first and last points are moved to t = 0 and t = 1 exactly. Where
+  (80) where alpha_0 = 0, its first and last points moved to t = 0 and t = 1 exactly, the
+  default where alpha_0 = 0 (Lu et al.'s grid has no start there). On "sigma", where
   alpha_0 = 0 (FM-OT, cosine) the first step, 0 -> t(lambda_1), tends to a fixed size as N grows
   and the last step returns x1_hat at sigma_ve ~ 0.002: floors far below the errors at the NFE of
   interest (the tests measure them).
@@ -52,6 +55,17 @@ DEDICATED = ("ddim", "dpm++2m", "edm")
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 """EDM's defaults (Karras et al. 2022, Table 1)."""
 
+DPM_GRIDS = ("lu", "sigma")
+"""Time grids of DPM-Solver++(2M): "lu" (Lu et al. 2022's: uniform in lambda from t = 0 to
+t = 1 - DPM_T_EPS, the sample is the state there) and "sigma" (uniform in lambda over EDM's
+sigma range, ends at t = 1); `logsnr_grid`."""
+DPM_GRID = "auto"
+"""The default: "lu" on paths with alpha_0 > 0 (eps-VP: Lu et al.'s setting, where their grid
+is defined), "sigma" where alpha_0 = 0 (FM-OT, cosine: lambda(0) = -inf). Each is the better of
+the two on the shipped models of its kind (python bench/bench_dpm_grid.py)."""
+DPM_T_EPS = 1e-3
+"""Lu et al.'s end of sampling, diffusion time eps = 1e-3, i.e. t = 1 - 1e-3 here."""
+
 
 # --------------------------------------------------------------------------------------
 # Time grids
@@ -76,19 +90,31 @@ def _t_of_sigma_ve(path: GaussianPath, sigma_ve: float) -> float:
 
 
 def logsnr_grid(path: GaussianPath, n_steps: int, sigma_min: float = SIGMA_MIN,
-                sigma_max: float = SIGMA_MAX) -> Tensor:
-    """(n_steps + 1,) times uniform in lambda = log(alpha / sigma) from lambda(0) (or -log sigma_max
-    where lambda(0) = -inf, alpha_0 = 0) to -log sigma_min, with the last moved to t = 1 and the
-    first to t = 0."""
+                sigma_max: float = SIGMA_MAX, kind: str = "sigma", t_eps: float = DPM_T_EPS) -> Tensor:
+    """(n_steps + 1,) times uniform in lambda = log(alpha / sigma), from lambda(0) (or -log
+    sigma_max where lambda(0) = -inf, alpha_0 = 0; the first time is then moved to t = 0) to:
+    kind "sigma": -log sigma_min, the last time moved to t = 1;
+    kind "lu": lambda(1 - t_eps) (Lu et al. 2022: eps = 1e-3), the last time stays 1 - t_eps;
+    kind "auto": "lu" where alpha_0 > 0, else "sigma" (DPM_GRID)."""
     n = _check_steps(n_steps)
+    if kind not in DPM_GRIDS + ("auto",):
+        raise ValueError(f"unknown DPM-Solver++ grid {kind!r}; known: {DPM_GRIDS + ('auto',)}")
     s0 = _sigma_ve(path, 0.0)
+    if kind == "auto":
+        kind = "lu" if s0 < math.inf else "sigma"
     lam_lo = -math.log(s0) if s0 < math.inf else -math.log(sigma_max)
-    lam_hi = -math.log(sigma_min)
+    if kind == "lu":
+        if not 0 < t_eps < 1:
+            raise ValueError(f"t_eps must be in (0, 1), got {t_eps!r}")
+        lam_hi = _lam(path, 1.0 - t_eps)
+    else:
+        lam_hi = -math.log(sigma_min)
     if not lam_lo < lam_hi:
         raise ValueError(f"empty log-SNR range: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
     lam = torch.linspace(lam_lo, lam_hi, n + 1, dtype=torch.float64)
     t = path.snr_inverse(torch.exp(lam)).clamp(0.0, 1.0)
-    t[0], t[-1] = 0.0, 1.0
+    t[0] = 0.0
+    t[-1] = 1.0 if kind == "sigma" else 1.0 - t_eps
     return check_grid(t)
 
 
@@ -173,12 +199,13 @@ def _dpm_weights(path: GaussianPath, ts: list[float], i: int) -> tuple[float, fl
     """Step i of DPM-Solver++(2M): x_{i+1} = ratio x_i + coef ((1 + w) D_i - w D_{i-1}).
 
     ratio = sigma_{i+1} / sigma_i, coef = alpha_{i+1} (1 - e^{-h}) = alpha_{i+1} - alpha_i ratio,
-    w = h_i / (2 h_{i-1}) (0 on the first step, where h_{i-1} is infinite, and on the last)."""
+    w = h_i / (2 h_{i-1}) (0 on the first step, where h_{i-1} is infinite, and on the last:
+    DPM-Solver++'s "lower order final")."""
     a, s, _, _ = _coef(path, ts[i])
     a_n, s_n, _, _ = _coef(path, ts[i + 1])
     ratio = s_n / s
     coef = a_n - a * ratio
-    last = ts[i + 1] >= 1.0
+    last = i == len(ts) - 2
     w = 0.0
     if i > 0 and not last:
         h = _lam(path, ts[i + 1]) - _lam(path, ts[i])
@@ -189,7 +216,8 @@ def _dpm_weights(path: GaussianPath, ts: list[float], i: int) -> tuple[float, fl
 
 def dpmpp2m_sample(field: VelocityField, x0: Tensor, time_grid: Tensor,
                    callback: Optional[StepCallback] = None) -> SolveResult:
-    """DPM-Solver++(2M) with data prediction D = x1_hat; NFE = len(grid) - 1."""
+    """DPM-Solver++(2M) with data prediction D = x1_hat; NFE = len(grid) - 1. A grid that ends
+    before t = 1 ("lu") returns the state at its last time as the sample (as Lu et al. do)."""
     path = _need_path(field)
     grid = check_grid(time_grid)
     check_finite("x0", x0)
@@ -276,7 +304,7 @@ def dpmpp2m_scheme(path: GaussianPath, time_grid: Tensor) -> LinearScheme:
         ratio, coef, w = _dpm_weights(path, ts, i)
         D_eff = D if w == 0.0 else D * (1 + w) - D_prev * w
         x, D_prev = x * ratio + D_eff * coef, D
-    return sb.finish("dpm++2m", ts[-1], x)
+    return sb.finish("dpm++2m", 1.0, x)  # the sample (the state at the grid's end, 1 - eps on "lu")
 
 
 def edm_scheme(path: GaussianPath, n: int, sigma_min: float = SIGMA_MIN, sigma_max: Optional[float] = SIGMA_MAX,
@@ -336,7 +364,7 @@ def default_grid(name: str, path: Optional[GaussianPath], nfe: int) -> Tensor:
     if name == "ddim":
         return uniform_grid(nfe)
     if name == "dpm++2m":
-        return logsnr_grid(path, nfe)
+        return logsnr_grid(path, nfe, kind=DPM_GRID)
     return edm_grid(path, (nfe + 1) // 2)
 
 
@@ -351,7 +379,7 @@ def sample_dedicated(name: str, field: VelocityField, x0: Tensor, nfe: int,
     if name == "ddim":
         return ddim_sample(field, x0, uniform_grid(nfe), callback)
     if name == "dpm++2m":
-        return dpmpp2m_sample(field, x0, logsnr_grid(path, nfe), callback)
+        return dpmpp2m_sample(field, x0, logsnr_grid(path, nfe, kind=DPM_GRID), callback)
     return edm_sample(field, x0, (nfe + 1) // 2, callback=callback)
 
 

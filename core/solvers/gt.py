@@ -13,7 +13,13 @@ from einops import rearrange
 from torch import Tensor
 
 from ..field import label_period, round_to_period
+from ..limits import MAX_GT_STEPS
 from .base import SolveResult, check_finite
+
+
+class GTSolveError(ValueError):
+    """The adaptive GT solve failed (step size underflow, step budget spent, non-finite states):
+    the field is not usable. One readable line."""
 
 
 class _Counted:
@@ -44,7 +50,15 @@ def gt_solve(u, x0: Tensor, atol: float = 1e-5, rtol: float = 1e-5, t_eval: Tens
     f = _Counted(u)
     from torchdiffeq import odeint  # here, not at import: it pulls in scipy (~1 s off the app's cold start)
 
-    xs = odeint(f, x0, times, atol=atol, rtol=rtol, method=method)  # (T, B, *D)
+    options = {"max_num_steps": MAX_GT_STEPS} if method in ("dopri5", "dopri8", "bosh3", "adaptive_heun") else None
+    try:
+        xs = odeint(f, x0, times, atol=atol, rtol=rtol, method=method, options=options)  # (T, B, *D)
+    except AssertionError as e:  # torchdiffeq's "underflow in dt", "max_num_steps exceeded"
+        raise GTSolveError(f"the ground-truth solve ({method}) failed after {f.nfe} evaluations: {e}; the "
+                           f"model's velocity is not finite or far too large along the path") from None
+    if not torch.isfinite(xs).all():
+        raise GTSolveError(f"the ground-truth solve ({method}) gave non-finite samples after {f.nfe} evaluations; "
+                           f"the model's velocity is not finite along the path")
     return SolveResult(xs[-1] if t_eval is None else xs, nfe=f.nfe, times=times.cpu().double())
 
 

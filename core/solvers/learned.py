@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .. import checkpoint
 from ..checkpoint import CheckpointError
+from ..limits import MAX_NFE, MAX_SOLVER_PARAMETERS
 from .base import SolveResult, StepCallback
 
 SOLVER_CLASSES: dict[str, type["LearnedSolver"]] = {}
@@ -83,11 +84,15 @@ def _jsonable(v):
 
 def _solver_header(solver: LearnedSolver, field, extra: Optional[dict[str, Any]]) -> dict[str, Any]:
     """What a solver checkpoint records: the family and config, and what model it was trained for."""
+    model_id = getattr(field, "model_id", None)
+    if not isinstance(model_id, str) or not model_id:
+        raise ValueError("a solver is saved with the field it was trained for (its model_id binds the solver "
+                         f"to that model); got {type(field).__name__} with model_id {model_id!r}")
     return {
         "family": solver.family,
         "nfe": solver.nfe,
         "config": solver.config(),
-        "model_id": getattr(field, "model_id", None),
+        "model_id": model_id,
         "guidance_scale": getattr(field, "guidance_scale", None),
         "data_shape": list(getattr(field, "data_shape", []) or []),
         "train": _jsonable(extra or {}),
@@ -123,16 +128,18 @@ def load_solver(src, field=None, device=None) -> tuple[LearnedSolver, dict[str, 
         pass
     tensors, header = checkpoint.load(src, kind="solver")
     family = header.get("family")
-    if family not in SOLVER_CLASSES:
-        raise CheckpointError(f"unknown solver family {family!r} in checkpoint; known: {sorted(SOLVER_CLASSES)}")
+    if not isinstance(family, str) or family not in SOLVER_CLASSES:
+        raise CheckpointError(f"unknown solver family {str(family)[:40]!r} in checkpoint; known: {sorted(SOLVER_CLASSES)}")
+    config = _checked_config(header, tensors)
     cls = SOLVER_CLASSES[family]
     try:
-        solver = cls.from_config(header.get("config") or {})
-    except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"bad {family} solver config {header.get('config')!r}: {e}") from None
+        solver = cls.from_config(config)
+    except Exception as e:  # a config the family cannot build (its sizes were checked above)
+        why = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"bad {family} solver config {str(config)[:200]}: {why}") from None
     expected = solver.state_dict()
     if set(expected) != set(tensors):
-        raise CheckpointError(f"solver tensors {sorted(tensors)} do not match a {family} solver's {sorted(expected)}")
+        raise CheckpointError(f"solver tensors {sorted(tensors)[:6]} do not match a {family} solver's {sorted(expected)}")
     for k, v in expected.items():
         if tuple(tensors[k].shape) != tuple(v.shape):
             raise CheckpointError(f"solver tensor {k!r} has shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)} "
@@ -149,10 +156,34 @@ def load_solver(src, field=None, device=None) -> tuple[LearnedSolver, dict[str, 
     return solver, header
 
 
+def _checked_config(header: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
+    """The header's config, its sizes checked BEFORE a solver is built from it: the NFE and every
+    integer in the config within MAX_NFE, the tensors within MAX_SOLVER_PARAMETERS
+    numbers, and a model binding present (core/limits.py)."""
+    nfe, config = header.get("nfe"), header.get("config")
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or not 1 <= nfe <= MAX_NFE:
+        raise CheckpointError(f"solver NFE {str(nfe)[:40]} is not an integer in [1, {MAX_NFE}]")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"solver config must be a JSON object, got {str(config)[:80]}")
+    for k, v in config.items():  # a count (n, n_steps) may come as a float too: bound every number
+        if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= MAX_NFE:
+            raise CheckpointError(f"solver config {str(k)[:40]} = {v} is outside [0, {MAX_NFE}]")
+        if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= MAX_NFE):
+            raise CheckpointError(f"solver config {str(k)[:40]} = {v} is outside [-{MAX_NFE}, {MAX_NFE}]")
+    n_params = sum(t.numel() for t in tensors.values())
+    if n_params > MAX_SOLVER_PARAMETERS:
+        raise CheckpointError(f"solver file holds {n_params:,} numbers, over the limit of {MAX_SOLVER_PARAMETERS:,}")
+    model_id = header.get("model_id")
+    if not isinstance(model_id, str) or not model_id:
+        raise CheckpointError("this solver names no model it was trained for (model_id missing); a solver is "
+                              "only used with the model it was trained for: train one for your model")
+    return config
+
+
 def check_solver_matches(header: dict[str, Any], field) -> None:
     """Refuse a solver trained for another model or another guidance scale."""
     want, got = header.get("model_id"), getattr(field, "model_id", None)
-    if want is not None and got is not None and want != got:
+    if got is not None and want != got:
         raise CheckpointError(f"this solver was trained for model {str(want)[:12]}..., not for the loaded model "
                               f"{str(got)[:12]}... (train a solver for this model)")
     g_want, g_got = header.get("guidance_scale"), getattr(field, "guidance_scale", None)

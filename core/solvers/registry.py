@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..limits import MAX_NFE
 from .base import SolveResult, StepCallback, rk_sample, uniform_grid
 from .tableau import TABLEAUS
 
@@ -28,6 +29,8 @@ def _check_int_nfe(nfe) -> int:
     nfe = int(nfe)
     if nfe < 1:
         raise ValueError(f"NFE must be a positive integer, got {nfe!r}")
+    if nfe > MAX_NFE:
+        raise ValueError(f"NFE must be at most {MAX_NFE} (core/limits.py), got {nfe}")
     return nfe
 
 
