@@ -235,7 +235,7 @@ def test_save_load_roundtrip_and_mismatch(tmp_path, mixture_ot, f64):
     f = tmp_path / "s.safetensors"
     save_solver(solver, f, mixture_ot, extra={"note": "test"})
     loaded, header = load_solver(f, field=mixture_ot)
-    assert header["train"] == {"note": "test"} and header["nfe"] == 6
+    assert header["train"] == {"note": "test"} and header["nfe"] == 6 and header["data_shape"] == [2]
     x0 = torch.randn(8, 2)
     torch.testing.assert_close(loaded.solve(mixture_ot, x0).x, solver.solve(mixture_ot, x0).x, rtol=0, atol=0)
     via_registry = get_solver(str(f), mixture_ot)
