@@ -194,7 +194,7 @@ def cmd_memory(a) -> None:
     res = {}
     for ck in (0, 1):
         p = subprocess.run([sys.executable, __file__, "memory-worker", "--checkpoint", str(ck), "--device", a.device,
-                            "--batch", str(a.batch), "--nfe", str(a.nfe), "--width", str(a.width), "--iters",
+                            "--batch", str(a.batch), "--nfe", str(a.nfe), "--width", str(a.width), "--n-iters",
                             str(a.iters)], cwd=ROOT, capture_output=True, text=True, timeout=3600)
         if p.returncode:
             sys.exit(p.stderr[-3000:])
@@ -250,7 +250,7 @@ def main() -> None:
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--nfe", type=int, default=8)
         p.add_argument("--width", type=int, default=64)
-        p.add_argument("--iters", type=int, default=2)
+        p.add_argument("--n-iters", dest="iters", type=int, default=2, help="training iterations (default 2)")
         p.add_argument("--checkpoint", type=int, default=0)
         p.set_defaults(func=fn)
     p = sub.add_parser("size")
