@@ -70,6 +70,17 @@ def _canonical(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+def state_dict_hash(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes and bytes, in name order): the
+    identity of an in-memory model (other libraries' models) that solver checkpoints record."""
+    h = hashlib.sha256()
+    for name, v in sorted(module.state_dict().items()):
+        v = v.detach().cpu().contiguous()
+        h.update(f"{name}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
 def content_hash(entries: dict[str, Any], header: dict[str, Any], data: bytes) -> str:
     """sha256 of the tensor table, our header (without its hash) and the tensor bytes."""
     ours = {k: v for k, v in header.items() if k != "content_hash"}

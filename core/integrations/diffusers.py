@@ -39,6 +39,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from ..checkpoint import state_dict_hash
 from ..field import VelocityField
 from ..paths import CondOTPath, DiscreteVPPath, GaussianPath, get_path, velocity_from_prediction
 
@@ -172,14 +173,7 @@ def convention_from_scheduler(config) -> Convention:
 # In: a diffusers denoiser as a velocity field
 # --------------------------------------------------------------------------------------
 
-def weights_hash(module: torch.nn.Module) -> str:
-    """sha256 of a module's state dict (names, dtypes, shapes, bytes): the model part of model_id."""
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        v = v.detach().cpu().contiguous()
-        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
-        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+weights_hash = state_dict_hash  # the model part of model_id (core.checkpoint)
 
 
 def _model_id(module: Optional[torch.nn.Module], conv: Convention, fallback: str) -> str:

@@ -26,7 +26,6 @@ Importing this module imports flow_matching (pinned in requirements.txt); `impor
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any, Optional, Sequence, Union
 
@@ -36,6 +35,7 @@ from flow_matching.path.scheduler import (CondOTScheduler, CosineScheduler, Poly
 from flow_matching.solver import Solver
 from torch import Tensor, nn
 
+from ..checkpoint import state_dict_hash
 from ..field import VelocityField
 from ..model_io import T_EDGE
 from ..paths import PREDICTIONS, CondOTPath, CosinePath, GaussianPath, VPPath, velocity_from_prediction
@@ -85,14 +85,9 @@ def path_from_scheduler(scheduler) -> GaussianPath:
 
 
 def model_hash(model: nn.Module) -> str:
-    """sha256 over the module's state dict (names, dtypes, shapes and bytes, in name order):
-    the model_id a solver checkpoint records, so a solver is refused on another model."""
-    h = hashlib.sha256()
-    for name, v in sorted(model.state_dict().items()):
-        v = v.detach().cpu().contiguous()
-        h.update(f"{name}|{v.dtype}|{tuple(v.shape)}|".encode())
-        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-    return h.hexdigest()
+    """The model_id a solver checkpoint records for `model` (core.checkpoint.state_dict_hash), so
+    a solver is refused on another model."""
+    return state_dict_hash(model)
 
 
 def _edge_clamped(u):
