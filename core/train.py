@@ -383,8 +383,20 @@ def coarse_to_fine_start(field, solver, objective, spec: SolverSpec, cfg: TrainC
         return []
     coarse = bespoke_start(field, spec.family, solver.nfe // 2, spec.init).to(solver.raw_t.device)
     res = fit(coarse, objective, cfg, callback, stop_event=stop_event, spec=spec, dist=dist)
+    # The coarse-derived start replaces the plain one only where it validates better: a coarse
+    # stage cut short (a stop, a divergence-free but early plateau) must not leave the main stage,
+    # and so the returned solver, worse than the plain start at this NFE.
+    validate = objective.validate if dist is None else dist.validated(objective.validate)
+    plain_state = {k: v.detach().clone() for k, v in solver.state_dict().items()}
+    plain = validate(solver)
     solver.init_from_coarse(coarse)
-    return [_stage_summary("coarse", res, coarse.nfe)]
+    derived = validate(solver)
+    summary = _stage_summary("coarse", res, coarse.nfe)
+    if not _better(derived[objective.metric], plain[objective.metric], objective.mode):
+        solver.load_state_dict(plain_state)
+        summary["note"] = (f"coarse-derived start ({objective.metric} {derived[objective.metric]:.4g}) not better "
+                           f"than the plain start ({plain[objective.metric]:.4g}): kept the plain start")
+    return [summary]
 
 
 def final_rmse_finetune(solver, objective, cfg: TrainConfig, stop_event=None, spec=None,
@@ -428,7 +440,7 @@ def train_solver(field, spec: SolverSpec, cfg: TrainConfig = TrainConfig(),
     stages = coarse_to_fine_start(field, solver, objective, spec, cfg, stop_event, dist, callback) \
         if cfg.coarse_to_fine else []
     if stop_event is not None and stop_event.is_set() and stages:
-        stages[-1]["note"] = "stopped during the coarse stage"
+        stages[-1]["note"] = "stopped during the coarse stage; " + stages[-1].get("note", "its start kept")
     if stages and callback is not None:  # the main stage's events continue the coarse stage's numbering
         callback = _continued(callback, stages[-1]["iterations"], stages[-1]["seconds"])
     result = fit(solver, objective, cfg, callback, stop_event, spec=spec, dist=dist)

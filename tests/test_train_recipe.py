@@ -87,3 +87,36 @@ def test_callback_sees_the_coarse_stage_then_the_main_stage(mixture_ot):
     assert [h["iteration"] for h in res.history] == list(range(7)) and res.stages[0]["iterations"] == 6
     assert [e.elapsed for e in events] == sorted(e.elapsed for e in events)
     assert all(math.isfinite(e.loss) for e in events[1:])
+
+
+def test_a_coarse_start_worse_than_the_plain_one_is_not_used(mixture_ot, monkeypatch):
+    """A coarse stage cut short (a stop from the app, an early plateau) can give a start at the
+    full NFE worse than the plain one; the main stage then starts from the plain one, so the
+    returned solver is never worse than the plain start (seen in the app: a stopped run's
+    RK2-Bespoke at NFE 8 was 2.7x worse than midpoint)."""
+    import dataclasses
+    import threading
+    original = BespokeSolver.init_from_coarse
+
+    def spoiled(self, coarse):
+        original(self, coarse)
+        with torch.no_grad():
+            self.raw_s.add_(1.0)  # every s_i times e: a far worse start
+        return self
+
+    monkeypatch.setattr(BespokeSolver, "init_from_coarse", spoiled)
+    cfg = TrainConfig(iters=3, val_every=1, n_train=64, n_val=32, batch_size=32, coarse_to_fine=True)
+    plain = train_solver(mixture_ot, SolverSpec("rk2-bespoke", 8), dataclasses.replace(cfg, coarse_to_fine=False))
+    res = train_solver(mixture_ot, SolverSpec("rk2-bespoke", 8), cfg)
+    assert "kept the plain start" in res.stages[0]["note"]
+    assert res.init == plain.init  # the main stage started where a run without the coarse stage starts
+    stop = threading.Event()
+
+    def stop_in_the_coarse_stage(ev):
+        if ev.iteration >= 2:
+            stop.set()
+
+    cut = train_solver(mixture_ot, SolverSpec("rk2-bespoke", 8), dataclasses.replace(cfg, iters=50),
+                       callback=stop_in_the_coarse_stage, stop_event=stop)
+    assert cut.stopped and cut.stages[0]["note"].startswith("stopped during the coarse stage")
+    assert cut.best["rmse"] <= plain.init["rmse"]
