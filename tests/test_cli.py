@@ -15,24 +15,9 @@ import core.evaluate
 from core.cli import main
 from core.model_io import load_model
 from core.solvers.registry import get_solver
+from tests.helpers import fails, run  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def fails(capsys, match, *argv):
-    code, out, err = run(capsys, *argv)
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    import re
-    assert re.search(match, lines[0]), lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MATH = ROOT / "docs" / "MATH.md"
@@ -20,12 +19,16 @@ def math_sections() -> set[str]:
 
 
 def tracked_text_files() -> list[Path]:
+    """The repository's text files: git's list in a checkout, else every file under the root
+    outside hidden and cache folders (an unpacked release has no .git)."""
+    keep = (".py", ".md", ".txt", ".toml", ".html", "")
     try:
         out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        paths = [ROOT / p for p in out.splitlines()]
     except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
-    keep = (".py", ".md", ".txt", ".toml", ".html", "")
-    return [ROOT / p for p in out.splitlines() if Path(p).suffix in keep and (ROOT / p).is_file()]
+        paths = [p for p in ROOT.rglob("*") if not any(part.startswith(".") or part == "__pycache__"
+                                                        for part in p.relative_to(ROOT).parts)]
+    return [p for p in paths if p.suffix in keep and p.is_file()]
 
 
 def citations() -> list[tuple[str, int, str, str | None]]:

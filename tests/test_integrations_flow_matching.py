@@ -19,6 +19,7 @@ from core.solvers.bespoke import bespoke_from_family
 from core.solvers.bns import BNSSolver
 from core.solvers.learned import save_solver
 from core.train import SolverSpec, TrainConfig, train_solver
+from tests.helpers import perturbed
 
 F64 = torch.float64
 MEAN = torch.tensor([0.7, -0.4], dtype=F64)
@@ -47,15 +48,6 @@ class GaussianModel(ModelWrapper):
 
 def _noise(n=64, seed=0, dtype=F64):
     return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def _perturbed(solver, scale=0.05, seed=1):
-    """A solver away from its initialisation (what training does), so equalities are not trivial."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in solver.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return solver
 
 
 # ------------------------------------------------------------------------------------------
@@ -193,9 +185,9 @@ def test_field_arguments_are_checked():
 def _solvers(path):
     bns = BNSSolver(6, sigma0=1.5, path=path)
     bns.init_from("dpm++2m", gaussian_data_field(path, MEAN, C))
-    return {"rk1-bespoke": _perturbed(bespoke_from_family("rk1-bespoke", 5)),
-            "rk2-bespoke": _perturbed(bespoke_from_family("rk2-bespoke", 6)),
-            "bns": _perturbed(bns, 0.02)}
+    return {"rk1-bespoke": perturbed(bespoke_from_family("rk1-bespoke", 5)),
+            "rk2-bespoke": perturbed(bespoke_from_family("rk2-bespoke", 6)),
+            "bns": perturbed(bns, 0.02)}
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))

@@ -19,6 +19,7 @@ from core.solvers.bespoke import bespoke_from_family
 from core.solvers.bns import BNSSolver
 from core.solvers.dedicated import build_scheme, ddim_scheme, edm_scheme
 from core.solvers.base import uniform_grid
+from tests.helpers import perturbed
 
 F64 = torch.float64
 MEAN = torch.tensor([0.7, -0.4], dtype=F64)
@@ -91,14 +92,6 @@ def _noise(n=128, seed=0):
     return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
-def _perturbed(solver, scale=0.05, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in solver.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return solver
-
-
 @pytest.mark.parametrize("path", [CondOTPath(), CosinePath(), VPPath()], ids=lambda p: p.name)
 def test_denoiser_field_equals_exact_velocity(path):
     exact = gaussian_data_field(path, MEAN, C)
@@ -146,12 +139,12 @@ def _cases():
     bns.init_from("dpm++2m", gaussian_data_field(vp, MEAN, C))
     bns_ot = BNSSolver(5, path=ot)
     bns_ot.init_from("ddim", gaussian_data_field(ot, MEAN, C))
-    return [("rk1-bespoke/fm-ot", _perturbed(bespoke_from_family("rk1-bespoke", 5)), "fm-ot", 80.0),
-            ("rk2-bespoke/fm-ot", _perturbed(bespoke_from_family("rk2-bespoke", 6)), "fm-ot", 80.0),
-            ("rk2-bespoke/fm-cs", _perturbed(bespoke_from_family("rk2-bespoke", 4)), "fm-cs", 14.6),
-            ("rk2-bespoke/eps-vp", _perturbed(bespoke_from_family("rk2-bespoke", 8)), "eps-vp", None),
-            ("bns/eps-vp", _perturbed(bns, 0.02), None, None),
-            ("bns/fm-ot", _perturbed(bns_ot, 0.02), None, 80.0)]
+    return [("rk1-bespoke/fm-ot", perturbed(bespoke_from_family("rk1-bespoke", 5)), "fm-ot", 80.0),
+            ("rk2-bespoke/fm-ot", perturbed(bespoke_from_family("rk2-bespoke", 6)), "fm-ot", 80.0),
+            ("rk2-bespoke/fm-cs", perturbed(bespoke_from_family("rk2-bespoke", 4)), "fm-cs", 14.6),
+            ("rk2-bespoke/eps-vp", perturbed(bespoke_from_family("rk2-bespoke", 8)), "eps-vp", None),
+            ("bns/eps-vp", perturbed(bns, 0.02), None, None),
+            ("bns/fm-ot", perturbed(bns_ot, 0.02), None, 80.0)]
 
 
 @pytest.mark.parametrize("case", range(6))
@@ -262,9 +255,9 @@ def test_flow_convention_sampler_equals_core_solve(family):
     if family == "bns":
         solver = BNSSolver(6, sigma0=1.5, path=ot)
         solver.init_from("dpm++2m", gaussian_data_field(ot, MEAN, C))
-        solver = _perturbed(solver, 0.02)
+        solver = perturbed(solver, 0.02)
     else:
-        solver = _perturbed(bespoke_from_family("rk2-bespoke", 6))
+        solver = perturbed(bespoke_from_family("rk2-bespoke", 6))
     sig = bespoke_sigmas(solver, "fm-ot", convention="flow")
     eps = _noise()
     got = make_sampler(solver, "fm-ot", convention="flow")(flow_denoiser, eps * sig[0], sig, disable=True)
@@ -279,7 +272,7 @@ def test_make_sampler_from_a_solver_file(tmp_path):
     from core.checkpoint import CheckpointError
     from core.solvers.learned import save_solver
     field = denoiser_field(denoiser, "fm-ot", (2,), sigma_max=80.0, model_id="my-denoiser-v1")
-    solver = _perturbed(bespoke_from_family("rk2-bespoke", 4))
+    solver = perturbed(bespoke_from_family("rk2-bespoke", 4))
     f = tmp_path / "rk2b4.safetensors"
     save_solver(solver, f, field)
     sig = bespoke_sigmas(solver, "fm-ot", 80.0)

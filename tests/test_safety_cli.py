@@ -1,40 +1,21 @@
 """Bad command lines (issue 10, items 1, 5, 7 and 9): each is one line on stderr and exit 2,
 checked before any expensive work; non-finite samples are never written."""
 import json
-import re
-import time
 
 import numpy as np
 import pytest
 import torch
 
 import core.train
-from core.cli import main
 from core.solvers.bns import BNSSolver
 from core.solvers.learned import save_solver
 from core.model_io import load_model
 
 from bench.bench_hostile import ROOT
+from tests.helpers import fails, run  # noqa: F401
 
 MODEL = str(ROOT / "assets" / "checkerboard_fm-ot.safetensors")
 DIGITS = str(ROOT / "assets" / "digits_fm-ot.safetensors")
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def fails(capsys, match, *argv):
-    start = time.perf_counter()
-    code, out, err = run(capsys, *argv)
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    assert re.search(match, lines[0]), lines[0]
-    return time.perf_counter() - start
 
 
 @pytest.fixture
