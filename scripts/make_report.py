@@ -548,7 +548,8 @@ def main(argv=None):
     budget_file = ROOT / "assets" / f"{BUDGET_MODEL}.safetensors"
     if args.train_iters is None and not args.from_json and not args.budget_check_only:
         check_path.unlink(missing_ok=True)  # the report itself runs the default budget: no separate check
-    elif not args.from_json and BUDGET_MODEL in results and budget_file.exists():
+    elif (not args.from_json and BUDGET_MODEL in results and budget_file.exists()
+          and (args.budget_check_only or BUDGET_MODEL not in meta.get("kept", []))):  # not for a kept model
         print(f"== budget check on {BUDGET_MODEL}", flush=True)
         budget_check(budget_file, args.device).to_json(check_path)
     check = SweepResult.from_dict(json.loads(check_path.read_text())) if check_path.exists() else None

@@ -76,6 +76,14 @@ def test_every_page_runs_on_the_mnist_model(mnist_app):
     assert any("of 784 dimensions" in c.value for c in at.caption)
     assert set(at.selectbox(key="paths.solver").options) == SHIPPED
 
+    at.switch_page("pages/train.py").run()
+    assert not at.exception and not _errors(at)
+    assert at.number_input(key="train.n_train.large").value == 256  # a U-Net's GT budget, not the 2-D one
+    assert SHIPPED <= set(at.dataframe[0].value["solver"])  # listed with the session's solvers
+
+    at.switch_page("pages/ablations.py").run()
+    assert not at.exception and not _errors(at)
+
     at.switch_page("pages/benchmark.py").run()
     assert not at.exception and not _errors(at)
     rows = at.dataframe[0].value
