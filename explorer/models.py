@@ -214,7 +214,8 @@ def describe(field: VelocityField, label: str = "") -> dict:
         "data": data_name,
         "sample shape": " x ".join(str(d) for d in field.data_shape),
         "Gaussian path": field.path.name if field.path is not None else "none",
-        "prediction type": getattr(field, "prediction", None) or meta.get("prediction", "?"),
+        "prediction type": (getattr(field, "prediction", None) or meta.get("prediction")
+                            or getattr(getattr(field, "convention", None), "prediction_type", None) or "?"),
         "architecture": arch,
         "parameters": f"{n_params:,}" if isinstance(n_params, int) else "?",
         "classes": str(cond.get("num_classes")) if isinstance(cond, dict) else "unconditional",

@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer import evaluation, figures, state
@@ -17,6 +18,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "streamlit_app.py")
 KEY = "shipped:mnist_fm-ot"
 SHIPPED = {"shipped rk2-bespoke NFE 8", "shipped bns NFE 8"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: a U-Net on 2 busy cores ran up to 80x slower with 2 threads (threads
+    waiting for each other at every operation; measured: midpoint, NFE 8, 6 samples, 0.5 s vs 42 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
