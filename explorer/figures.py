@@ -166,7 +166,7 @@ def _tile(images: np.ndarray, cols: int) -> np.ndarray:
     return out
 
 
-IMAGE_GRID_WIDTH = 1100  # px the app's wide layout gives a chart (about): sizes the rows of image_grids
+IMAGE_GRID_WIDTH = 900  # px a chart gets in the app beside the sidebar (about 940 measured at a 1400 px window)
 
 
 def image_grids(panels: Mapping[str, np.ndarray], title: str, subtitles: Optional[Mapping[str, str]] = None,
