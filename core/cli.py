@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -181,10 +180,6 @@ def cmd_train_solver(args) -> None:
     SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
                sigma0=args.sigma0)  # checks the NFE against its cap before anything is loaded
     _check_out(args.out)
-    if args.history is not None:
-        if not args.history.endswith(".json"):
-            raise UserError(f"--history must end in .json, got {args.history!r}")
-        _check_out(args.history, "--history")
     dist, device = start_processes(args)  # under torchrun: this process's rank and device
     _check_device(device, args.device)
     try:
@@ -267,8 +262,6 @@ def _train_solver(args, device, dist) -> None:
     if dist is not None:
         summary["processes"] = dist.world
     digest = save_solver(result.solver, args.out, field, extra=summary)
-    if args.history is not None:
-        write_history(args.history, result, {**summary, "solver_file": Path(args.out).name, "solver_hash": digest})
     init, best = result.init, result.best
     if diverged:
         print(f"warning: {diverged}", file=sys.stderr)
@@ -282,23 +275,6 @@ def _train_solver(args, device, dist) -> None:
           f"(best at iteration {result.best_iteration}; GT {result.gt_seconds:.1f} s, training {result.elapsed:.1f} s)")
     if interrupted:
         raise KeyboardInterrupt
-
-
-def write_history(path, result, summary: dict) -> None:
-    """The training curve of a run as JSON: {"summary": ..., "history": [{"iteration", "loss",
-    "elapsed", ["rmse", "psnr"]}, ...]}; non-finite numbers become null (strict JSON)."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-    out = Path(path)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(clean({"summary": summary, "history": result.history}), indent=1) + "\n")
-    tmp.replace(out)
 
 
 def cmd_sample(args) -> None:
@@ -472,9 +448,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output solver file (.safetensors; a missing folder is created; "
                    "checked before training; Ctrl-C saves the best solver so far, marked interrupted)")
-    p.add_argument("--history", default=None, metavar="FILE.json",
-                   help="also write the training curve (iteration, loss, elapsed seconds, validation RMSE / PSNR) "
-                   "and the run summary to this JSON file")
     from .gtdata.cli import add_make_gt_parser, add_train_solver_options
     add_train_solver_options(p)  # --gt DIR, --checkpoint-activations (core/gtdata/cli.py)
     p.set_defaults(func=cmd_train_solver)

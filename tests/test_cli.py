@@ -236,23 +236,3 @@ def test_train_solver_recipe_options(work, capsys, tmp_path):
     assert [s["stage"] for s in header["train"]["stages"]] == ["coarse", "final-rmse"]
     fails(capsys, "patience", "train-solver", "--model", model, "--solver", "rk2-bespoke", "--nfe", 4,
           "--patience", -1, "--device", "cpu", "--quiet", "--out", tmp_path / "x.safetensors")
-
-
-def test_train_solver_history_file(work, capsys, tmp_path):
-    """--history writes the training curve the solver was trained with, matching its header."""
-    d, model, _ = work
-    out, hist = tmp_path / "rk2.safetensors", tmp_path / "rk2.history.json"
-    code, _, _ = run(capsys, "train-solver", "--model", model, "--solver", "rk2-bespoke", "--nfe", 4, "--iters", 6,
-                     "--n-train", 32, "--n-val", 16, "--batch-size", 16, "--no-coarse-to-fine", "--patience", 0,
-                     "--device", "cpu", "--quiet", "--out", out, "--history", hist)
-    assert code == 0
-    rec = json.loads(hist.read_text())
-    its = [h["iteration"] for h in rec["history"]]
-    assert its[0] == 0 and its[-1] == 6 and its == sorted(its)
-    from core.solvers.learned import load_solver
-    _, header = load_solver(out)
-    assert rec["summary"]["best"] == header["train"]["best"]
-    assert rec["summary"]["solver_file"] == out.name
-    assert min(h["rmse"] for h in rec["history"] if h.get("rmse") is not None) == pytest.approx(rec["summary"]["best"]["rmse"])
-    fails(capsys, "--history", "train-solver", "--model", model, "--solver", "rk2-bespoke", "--nfe", 4,
-          "--device", "cpu", "--quiet", "--out", tmp_path / "y.safetensors", "--history", tmp_path / "h.txt")
