@@ -16,6 +16,107 @@ def test_lr_factor():
     assert lr_factor("constant", 50, 100) == lr_factor("plateau", 50, 100) == 1.0
 
 
+def test_cosine_schedule_values():
+    """Cosine from 1 at the first iteration to 0.1 after the last, hand-computed values:
+    0.1 + 0.45 (1 + cos(pi k / iters)) at iteration k + 1."""
+    expected = {1: 1.0, 26: 0.1 + 0.45 * (1 + 0.5**0.5), 51: 0.55, 76: 0.1 + 0.45 * (1 - 0.5**0.5), 101: 0.1,
+                500: 0.1}  # held at 0.1 past the end (a fine-tune or a resumed count)
+    for it, want in expected.items():
+        assert lr_factor("cosine", it, 100) == pytest.approx(want, abs=1e-12), it
+    f = [lr_factor("cosine", it, 100) for it in range(1, 102)]
+    assert all(a > b for a, b in zip(f, f[1:])), "strictly decreasing over the run"
+    assert all(lr_factor(s, it, 100) == 1.0 for s in ("constant", "plateau") for it in (1, 50, 100, 1000))
+
+
+class _ConstantGradient:
+    """loss = sum of raw_s (the gradient is 1 for every entry, every iteration): Adam's step is
+    then exactly the learning rate (m_hat / sqrt(v_hat) = 1), so the change of raw_s between two
+    iterations reads back the learning rate used. Validation returns `values` in order (the
+    first one at initialisation), then repeats the last."""
+
+    metric, mode = "rmse", "min"
+
+    def __init__(self, values):
+        self.values, self.calls = list(values), 0
+
+    def loss(self, solver, gen):
+        return solver.raw_s.sum().expand(4)
+
+    def validate(self, solver):
+        v = self.values[min(self.calls, len(self.values) - 1)]
+        self.calls += 1
+        return {"rmse": v, "psnr": -v}
+
+
+def _lr_used(cfg, values):
+    """The learning rate of every iteration of fit(cfg), read back from the parameter moves."""
+    solver = BespokeSolver(1, 2)
+    seen = [solver.raw_s.detach().clone()]
+    res = fit(solver, _ConstantGradient(values), cfg,
+              callback=lambda ev: ev.iteration and seen.append(solver.raw_s.detach().clone()))
+    steps = [(a - b) for a, b in zip(seen, seen[1:])]
+    for st in steps:  # every entry moves by the same amount
+        torch.testing.assert_close(st, st[:1].expand_as(st), rtol=1e-9, atol=0)
+    return [float(st[0]) for st in steps], res
+
+
+def test_fit_uses_the_cosine_schedule():
+    cfg = TrainConfig(iters=8, lr=0.05, lr_schedule="cosine", patience=0, grad_clip=0.0)
+    lrs, res = _lr_used(cfg, [1.0])
+    want = [0.05 * (0.1 + 0.45 * (1 + math.cos(math.pi * k / 8))) for k in range(8)]
+    assert lrs == pytest.approx(want, rel=1e-6)
+    assert res.stop_reason == "iterations" and len(lrs) == 8
+
+
+def test_fit_halves_the_rate_on_each_plateau_then_stops():
+    """lr_schedule "plateau", patience 2, validation every iteration, a flat metric: two stale
+    validations make a plateau; the rate halves at the first max_decays of them and training
+    stops at the next one, after the iteration that completed it."""
+    cfg = TrainConfig(iters=100, lr=0.04, lr_schedule="plateau", patience=2, max_decays=2, val_every=1,
+                      grad_clip=0.0, min_delta=0.01)
+    lrs, res = _lr_used(cfg, [1.0])
+    assert lrs == pytest.approx([0.04, 0.04, 0.02, 0.02, 0.01, 0.01], rel=1e-6)
+    assert res.stop_reason == "plateau" and res.history[-1]["iteration"] == 6
+    # progress (more than min_delta) resets the count; less than min_delta does not
+    lrs, res = _lr_used(cfg, [1.0, 0.98, 0.975, 0.9, 0.9])
+    # validations: it1 0.98 (progress), it2 0.975 (0.5 %: stale 1), it3 0.9 (progress), it4, it5 stale -> halve
+    assert lrs == pytest.approx([0.04] * 5 + [0.02] * 2 + [0.01] * 2, rel=1e-6)
+    assert res.history[-1]["iteration"] == 9
+    # "constant" does not halve: it stops at the first plateau
+    lrs, res = _lr_used(TrainConfig(iters=100, lr=0.04, lr_schedule="constant", patience=3, val_every=2,
+                                    grad_clip=0.0), [1.0])
+    assert lrs == pytest.approx([0.04] * 6, rel=1e-6) and res.stop_reason == "plateau"
+
+
+def test_plateau_stop_counts_validations_not_iterations():
+    """patience 3, validation every 4 iterations and at the last: a flat run stops after the
+    third validation (iteration 12); patience 0 never stops early; the cap ends a run that is
+    still improving, with the last iteration validated even when iters is not a multiple."""
+    res = fit(BespokeSolver(1, 2), _ConstantGradient([1.0]),
+              TrainConfig(iters=100, val_every=4, patience=3, grad_clip=0.0))
+    assert res.stop_reason == "plateau" and res.history[-1]["iteration"] == 12
+    res = fit(BespokeSolver(1, 2), _ConstantGradient([1.0]),
+              TrainConfig(iters=10, val_every=4, patience=0, grad_clip=0.0))
+    assert res.stop_reason == "iterations" and [h["iteration"] for h in res.history if "rmse" in h] == [0, 4, 8, 10]
+    improving = [1.0 - 0.1 * k for k in range(10)]
+    res = fit(BespokeSolver(1, 2), _ConstantGradient(improving),
+              TrainConfig(iters=10, val_every=4, patience=1, grad_clip=0.0))
+    assert res.stop_reason == "iterations" and res.best["rmse"] == pytest.approx(0.7)
+
+
+def test_plateau_in_psnr_uses_the_same_relative_margin():
+    """mode "max" (BNS validates PSNR in dB): progress means more than -20 log10(1 - min_delta) dB,
+    the PSNR gain of an RMSE min_delta smaller; a non-finite reference accepts any value."""
+    margin = -20 * math.log10(1 - 0.05)  # 0.4455 dB
+    p = Plateau("max", 0.05, 40.0)
+    assert not p.update(40.0 + margin - 1e-6) and p.stale == 1
+    assert p.update(40.0 + margin + 1e-6) and p.stale == 0 and p.ref == pytest.approx(40.0 + margin)
+    q = Plateau("min", 0.05, float("inf"))
+    assert q.update(5.0) and q.ref == 5.0
+    r = Plateau("min", 0.0, 1.0)  # min_delta 0: any decrease is progress, a tie is not
+    assert r.update(0.999999) and not r.update(0.999999)
+
+
 def test_plateau_counts_validations_without_relative_progress():
     p = Plateau("min", 0.01, 1.0)
     assert p.update(0.98) and p.stale == 0  # 2 % better
