@@ -256,6 +256,19 @@ def test_save_load_roundtrip_and_mismatch(tmp_path, mixture_ot, f64):
         load_solver(bytes(raw))
 
 
+def test_a_header_nfe_that_disagrees_with_the_config_is_refused(mixture_ot, f64):
+    """The header's NFE and the one the config builds must agree; the message names both."""
+    from core import checkpoint
+    from core.solvers.learned import _solver_header, _solver_tensors
+    solver = BespokeSolver(2, 3)
+    header = _solver_header(solver, mixture_ot, None)
+    assert header["nfe"] == 6
+    header["nfe"] = 5
+    raw = checkpoint.dumps(_solver_tensors(solver), header, kind="solver")
+    with pytest.raises(CheckpointError, match=r"header says NFE 5 but the config gives NFE 6"):
+        load_solver(raw)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="positive integer, got 0"):
         BespokeSolver(2, 0)
