@@ -1,6 +1,7 @@
 """The training recipe's pieces: learning-rate schedules, plateau detection and early stop,
 coarse-to-fine stages and the final-RMSE fine-tune (core.train)."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch
 from core.losses import BespokeObjective
 from core.solvers.bespoke import BespokeSolver
 from core.solvers.gt import GTPool
-from core.train import Plateau, SolverSpec, TrainConfig, fit, lr_factor, train_solver
+from core.train import Plateau, SolverSpec, TrainConfig, fit, lr_factor, lr_scale, schedule_for, train_solver
 
 
 def test_lr_factor():
@@ -29,8 +30,8 @@ def test_cosine_schedule_values():
 
 
 class _ConstantGradient:
-    """loss = sum of raw_s (the gradient is 1 for every entry, every iteration): Adam's step is
-    then exactly the learning rate (m_hat / sqrt(v_hat) = 1), so the change of raw_s between two
+    """loss = the sum of the parameters (the gradient is 1 for every entry, every iteration): Adam's
+    step is then exactly the learning rate (m_hat / sqrt(v_hat) = 1), so the change of a parameter between two
     iterations reads back the learning rate used. Validation returns `values` in order (the
     first one at initialisation), then repeats the last."""
 
@@ -40,7 +41,7 @@ class _ConstantGradient:
         self.values, self.calls = list(values), 0
 
     def loss(self, solver, gen):
-        return solver.raw_s.sum().expand(4)
+        return sum(p.sum() for p in solver.parameters()).expand(4)
 
     def validate(self, solver):
         v = self.values[min(self.calls, len(self.values) - 1)]
@@ -48,12 +49,12 @@ class _ConstantGradient:
         return {"rmse": v, "psnr": -v}
 
 
-def _lr_used(cfg, values):
+def _lr_used(cfg, values, solver=None):
     """The learning rate of every iteration of fit(cfg), read back from the parameter moves."""
-    solver = BespokeSolver(1, 2)
-    seen = [solver.raw_s.detach().clone()]
-    res = fit(solver, _ConstantGradient(values), cfg,
-              callback=lambda ev: ev.iteration and seen.append(solver.raw_s.detach().clone()))
+    solver = BespokeSolver(1, 2) if solver is None else solver
+    flat = lambda: torch.cat([p.detach().reshape(-1) for p in solver.parameters()])  # noqa: E731
+    seen = [flat()]
+    res = fit(solver, _ConstantGradient(values), cfg, callback=lambda ev: ev.iteration and seen.append(flat()))
     steps = [(a - b) for a, b in zip(seen, seen[1:])]
     for st in steps:  # every entry moves by the same amount
         torch.testing.assert_close(st, st[:1].expand_as(st), rtol=1e-9, atol=0)
@@ -86,6 +87,26 @@ def test_fit_halves_the_rate_on_each_plateau_then_stops():
     lrs, res = _lr_used(TrainConfig(iters=100, lr=0.04, lr_schedule="constant", patience=3, val_every=2,
                                     grad_clip=0.0), [1.0])
     assert lrs == pytest.approx([0.04] * 6, rel=1e-6) and res.stop_reason == "plateau"
+
+
+def test_bns_trains_at_a_rate_scaled_by_its_nfe_with_halvings_on_plateaus():
+    """The "auto" schedule is cosine for Bespoke and plateau halvings for BNS; BNS's rate is
+    lr * min(1, 4 / NFE)."""
+    from core.solvers.bns import BNSSolver
+    cfg = TrainConfig(iters=100, lr=0.04, patience=2, val_every=1, max_decays=1, grad_clip=0.0)
+    assert cfg.lr_schedule == "auto"
+    lrs, res = _lr_used(cfg, [1.0], BNSSolver(16))
+    assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005], rel=1e-6) and res.stop_reason == "plateau"
+    lrs, _ = _lr_used(cfg, [1.0], BNSSolver(5))
+    assert lrs == pytest.approx([0.032, 0.032, 0.016, 0.016], rel=1e-6)
+    lrs, _ = _lr_used(cfg, [1.0], BNSSolver(2))  # at most the configured rate
+    assert lrs == pytest.approx([0.04, 0.04, 0.02, 0.02], rel=1e-6)
+    lrs, _ = _lr_used(replace(cfg, lr_schedule="constant"), [1.0], BNSSolver(8))
+    assert lrs == pytest.approx([0.02, 0.02], rel=1e-6)  # an explicit schedule is kept: no halving
+    lrs, res = _lr_used(replace(cfg, iters=4, patience=0), [1.0], BespokeSolver(1, 16))
+    assert lrs == pytest.approx([0.04 * (0.1 + 0.45 * (1 + math.cos(math.pi * k / 4))) for k in range(4)], rel=1e-6)
+    assert schedule_for("auto", BNSSolver(4)) == "plateau" and schedule_for("auto", BespokeSolver(2, 4)) == "cosine"
+    assert schedule_for("cosine", BNSSolver(4)) == "cosine" and lr_scale(BespokeSolver(2, 64)) == 1.0
 
 
 def test_plateau_stop_counts_validations_not_iterations():
