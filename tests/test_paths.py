@@ -120,3 +120,15 @@ def test_per_sample_times_broadcast_over_the_data_dimensions(f64):
         vel = velocity_from_prediction(net, path, "eps")
         rows = torch.stack([vel(t[i], x[i:i + 1])[0] for i in range(4)])
         torch.testing.assert_close(vel(t, x), rows)
+
+
+def test_st_map_times_are_clamped_to_the_unit_interval(f64):
+    """EDM's path spans only sigma in [0.002, 80]: a target SNR outside that range maps to a time
+    outside [0, 1] by snr_inverse, which path_st_map clamps to the nearest end."""
+    path, target = EDMPath(), CondOTPath()
+    r = torch.tensor([0.001, 0.5, 0.9999])  # SNR 0.001 < 1/80 and 9999 > 1/0.002
+    raw = path.snr_inverse(target.snr(r))
+    assert raw[0] < 0 and raw[-1] > 1  # what is being clamped
+    m = path_st_map(path, target, r)
+    assert m.t[0] == 0.0 and m.t[-1] == 1.0 and 0 < m.t[1] < 1
+    torch.testing.assert_close(m.t[1], raw[1])
