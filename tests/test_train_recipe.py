@@ -207,6 +207,8 @@ def test_callback_sees_the_coarse_stage_then_the_main_stage(mixture_ot):
     assert its == list(range(13)), its  # coarse 0..6, then the main stage's iterations 1..6 as 7..12
     assert events[0].params["t"].shape == (5,) and events[-1].params["t"].shape == (9,)
     assert [h["iteration"] for h in res.history] == list(range(7)) and res.stages[0]["iterations"] == 6
+    assert [e.total_iters for e in events] == [6] * 7 + [12] * 6  # the main stage's count continues too
+    assert res.stages[0]["seconds"] == round(res.stages[0]["seconds"], 3)  # milliseconds
     assert [e.elapsed for e in events] == sorted(e.elapsed for e in events)
     assert all(math.isfinite(e.loss) for e in events[1:])
 
@@ -242,3 +244,51 @@ def test_a_coarse_start_worse_than_the_plain_one_is_not_used(mixture_ot, monkeyp
                        callback=stop_in_the_coarse_stage, stop_event=stop)
     assert cut.stopped and cut.stages[0]["note"].startswith("stopped during the coarse stage")
     assert cut.best["rmse"] <= plain.init["rmse"]
+
+
+class _CoarseSeen(Exception):
+    pass
+
+
+def test_the_coarse_stage_starts_from_the_spec_init_on_the_solver_device(mixture_ot, monkeypatch):
+    """The coarse solver is the spec's start (here the ST map to the cosine path) at half the NFE,
+    on the fine solver's device ("meta" stands for another device: nothing runs on it)."""
+    import core.train as train
+    from core.train import bespoke_start, coarse_to_fine_start
+    seen = {}
+
+    def fake_fit(coarse, *args, **kwargs):
+        seen["device"], seen["state"], seen["nfe"] = coarse.raw_t.device, coarse.state_dict(), coarse.nfe
+        raise _CoarseSeen
+
+    monkeypatch.setattr(train, "fit", fake_fit)
+    spec = SolverSpec("rk2-bespoke", 8, init="fm-cs")
+    fine = bespoke_start(mixture_ot, "rk2-bespoke", 8, "fm-cs").to("meta")
+    with pytest.raises(_CoarseSeen):
+        coarse_to_fine_start(mixture_ot, fine, None, spec, TrainConfig())
+    assert seen["device"].type == "meta" and seen["nfe"] == 4
+    want = bespoke_start(mixture_ot, "rk2-bespoke", 4, "fm-cs").state_dict()
+    assert want.keys() == seen["state"].keys()
+    for k in want:
+        assert seen["state"][k].shape == want[k].shape
+    on_cpu = bespoke_start(mixture_ot, "rk2-bespoke", 8, "fm-cs")
+    with pytest.raises(_CoarseSeen):
+        coarse_to_fine_start(mixture_ot, on_cpu, None, spec, TrainConfig())
+    for k in want:
+        torch.testing.assert_close(seen["state"][k], want[k], rtol=0, atol=0)
+    identity = bespoke_start(mixture_ot, "rk2-bespoke", 4, "identity").state_dict()
+    assert any(not torch.equal(want[k], identity[k]) for k in want)  # the init is visible in the state
+
+
+def test_the_gt_pool_is_solved_on_the_training_device(mixture_ot, monkeypatch):
+    from core.train import build_bespoke
+    seen = {}
+
+    def fake_build(field, x0, **kwargs):
+        seen["device"] = x0.device
+        raise _CoarseSeen
+
+    monkeypatch.setattr(GTPool, "build", staticmethod(fake_build))
+    with pytest.raises(_CoarseSeen):
+        build_bespoke(mixture_ot, SolverSpec("rk1-bespoke", 2), TrainConfig(n_train=8, n_val=8), torch.device("meta"))
+    assert seen["device"].type == "meta"
