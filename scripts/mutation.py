@@ -35,14 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "out" / "mutation"
 EQUIVALENT = ROOT / "scripts" / "mutation_equivalent.txt"
 
-# target -> (files to mutate, the tests that guard them)
+# target -> (files to mutate, the tests that guard them; "!test id" deselects a test that needs more
+# than core/, tests/ and assets/, e.g. the app)
 TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "train": (["core/train.py"], ["tests/test_train_contracts.py", "tests/test_train_recipe.py"]),
     "seeds": (["core/seeds.py"], ["tests/test_seeds.py"]),
     "losses": (["core/losses.py"], ["tests/test_losses.py", "tests/test_bespoke.py"]),
     "metrics": (["core/metrics.py"], ["tests/test_metrics.py"]),
     "checkpoint": (["core/checkpoint.py"], ["tests/test_checkpoint.py", "tests/test_model_io.py"]),
-    "paths": (["core/paths.py"], ["tests/test_paths.py", "tests/test_dedicated.py", "tests/test_diffusers.py"]),
+    "paths": (["core/paths.py"], ["tests/test_paths.py", "tests/test_dedicated.py", "tests/test_diffusers.py",
+                                   "!tests/test_diffusers.py::test_app_model_page_opens_a_pipeline_folder"]),
     "solvers": (["core/solvers/*.py"], ["tests/test_classical.py", "tests/test_dedicated.py", "tests/test_linear.py",
                                         "tests/test_bespoke.py", "tests/test_bns.py"]),
 }
@@ -110,12 +112,14 @@ def prepare(target: str, tests: list[str], files: list[str], tests_from: str | N
     (work / "plugins" / "mutation_order.py").write_text(ORDER_PLUGIN)
     cfg = ["[mutmut]", "source_paths=core", "only_mutate="]
     cfg += [f"    {f}" for f in files]
-    selected = [t for t in tests if (work / t.split("::")[0]).exists()]
+    deselected = [t[1:] for t in tests if t.startswith("!")]
+    selected = [t for t in tests if not t.startswith("!") and (work / t.split("::")[0]).exists()]
     if not selected:  # (an older ref may not have the target's tests) never fall back to the whole suite
         raise SystemExit(f"[{target}] none of {tests} exists{f' at {tests_from}' if tests_from else ''}")
     cfg += ["pytest_add_cli_args_test_selection="] + [f"    {t}" for t in selected]
     cfg += ["also_copy=", "    assets"]  # tests read the shipped files
     cfg += ["pytest_add_cli_args=", "    -p", "    mutation_order", "    -p", "    no:cacheprovider",
+            *[f"    --deselect={t}" for t in deselected],
             # torch is not fork-safe once it has run: fork the workers from a clean server process
             "process_isolation=forkserver", "forkserver_warmup=collect",
             "timeout_multiplier=4.0", "timeout_constant=5.0", ""]

@@ -63,7 +63,7 @@ def test_format_1_is_refused_by_load_and_restamped_deliberately():
     raw = _small()
     (n,) = struct.unpack("<Q", raw[:8])
     v1 = _with_header(raw, lambda h: {**h, "version": 1, "content_hash": hashlib.sha256(raw[8 + n:]).hexdigest()})
-    with pytest.raises(CheckpointError, match="format version 1"):
+    with pytest.raises(CheckpointError, match=r"format version 1 .*`python scripts/make_assets.py --restamp FILE`"):
         checkpoint.loads(v1)
     assert checkpoint.content_hash_of_old(v1) == hashlib.sha256(raw[8 + n:]).hexdigest()
     assert checkpoint.restamp(v1) == raw  # same tensors and header, the current hash
@@ -127,3 +127,16 @@ def test_state_dict_hash_follows_the_values():
     with torch.no_grad():
         b.weight[0, 0] += 1.0
     assert checkpoint.state_dict_hash(a) != checkpoint.state_dict_hash(b)
+
+
+def test_metadata_must_name_the_format_and_the_size_limit_is_inclusive(monkeypatch):
+    for meta in ({"format": "other", "version": 2}, ["bespoke-explorer"]):
+        raw = _with_header(_small(), lambda h, meta=meta: meta)
+        with pytest.raises(CheckpointError, match="metadata does not name the bespoke-explorer format"):
+            checkpoint.loads(raw)
+    raw = _small()
+    monkeypatch.setattr(checkpoint, "MAX_FILE_BYTES", len(raw))  # a file of exactly the limit is read
+    assert checkpoint.loads(raw)[1]["model_id"] == "m-old"
+    monkeypatch.setattr(checkpoint, "MAX_FILE_BYTES", len(raw) - 1)
+    with pytest.raises(CheckpointError, match=f"over the {len(raw) - 1}-byte limit"):
+        checkpoint.loads(raw)
