@@ -346,6 +346,9 @@ def test_coarse_to_fine_init_keeps_the_coarse_map_at_shared_nodes(order, mixture
     mid = slice(1, fine.M, 2)
     torch.testing.assert_close(pf["t"][mid], 0.5 * (pc["t"][:-1] + pc["t"][1:]))
     torch.testing.assert_close(pf["s"][mid], torch.sqrt(pc["s"][:-1] * pc["s"][1:]))
+    for k in ("dt", "ds"):  # t', s' at the evaluation nodes: means between, the last one copies its neighbour
+        torch.testing.assert_close(pf[k][1:-1:2], 0.5 * (pc[k][:-1] + pc[k][1:]))
+        torch.testing.assert_close(pf[k][-1], pc[k][-1])
     # and the finer solver from it is more accurate than the coarse one on the same problem
     x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     gt = gt_solve(mixture_ot, x0, atol=1e-10, rtol=1e-10).x

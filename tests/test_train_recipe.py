@@ -293,3 +293,26 @@ def test_the_gt_pool_is_solved_on_the_training_device(mixture_ot, monkeypatch):
     with pytest.raises(_CoarseSeen):
         build_bespoke(mixture_ot, SolverSpec("rk1-bespoke", 2), TrainConfig(n_train=8, n_val=8), torch.device("meta"))
     assert seen["device"].type == "meta"
+
+
+def test_the_finetune_runs_on_the_final_rmse_loss_then_restores_the_loss(mixture_ot, monkeypatch):
+    from core.train import build_bespoke, final_rmse_finetune
+    seen = []
+    original = BespokeObjective.loss
+
+    def spy(self, solver, generator=None):
+        seen.append(self.loss_name)
+        return original(self, solver, generator)
+
+    monkeypatch.setattr(BespokeObjective, "loss", spy)
+    cfg = TrainConfig(iters=3, finetune_iters=2, val_every=1, n_train=32, n_val=16, batch_size=16, patience=0,
+                      gt_grid=9, gt_atol=1e-4, gt_rtol=1e-4)
+    solver, obj = build_bespoke(mixture_ot, SolverSpec("rk1-bespoke", 2), cfg, torch.device("cpu"))
+    tuned = final_rmse_finetune(solver, obj, cfg)
+    assert seen == ["final-rmse"] * 2 and tuned.history[-1]["iteration"] == 2
+    assert obj.loss_name == "rmse-bound"  # the objective's own loss is back
+    obj.loss_name = "final-rmse"  # already trained on the final RMSE: nothing to fine-tune
+    assert final_rmse_finetune(solver, obj, cfg) is None and len(seen) == 2
+    assert final_rmse_finetune(solver, object(), cfg) is None  # BNS's objective has no loss_name
+    obj.loss_name = "rmse-bound"
+    assert final_rmse_finetune(solver, obj, replace(cfg, finetune_iters=0)) is None
