@@ -95,7 +95,7 @@ def prepare(target: str, tests: list[str], files: list[str], tests_from: str | N
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout.split("\n")
     for rel in listed:
-        if not rel or not (rel.startswith(("core/", "tests/", "assets/")) or rel == "pytest.ini"):
+        if not rel or not (rel.startswith(("core/", "tests/", "assets/")) or rel in ("pytest.ini", "README.md")):
             continue
         if tests_from and rel.startswith("tests/"):
             continue
@@ -117,9 +117,9 @@ def prepare(target: str, tests: list[str], files: list[str], tests_from: str | N
     if not selected:  # (an older ref may not have the target's tests) never fall back to the whole suite
         raise SystemExit(f"[{target}] none of {tests} exists{f' at {tests_from}' if tests_from else ''}")
     cfg += ["pytest_add_cli_args_test_selection="] + [f"    {t}" for t in selected]
-    cfg += ["also_copy=", "    assets"]  # tests read the shipped files
+    cfg += ["also_copy=", "    assets", "    README.md"]  # tests read the shipped files (and run the README's examples)
     cfg += ["pytest_add_cli_args=", "    -p", "    mutation_order", "    -p", "    no:cacheprovider",
-            *[f"    --deselect={t}" for t in deselected],
+            *(["    -k", "    " + " and ".join(f"not {t.split('::')[-1]}" for t in deselected)] if deselected else []),
             # torch is not fork-safe once it has run: fork the workers from a clean server process
             "process_isolation=forkserver", "forkserver_warmup=collect",
             "timeout_multiplier=4.0", "timeout_constant=5.0", ""]
