@@ -50,7 +50,7 @@ def main() -> None:
             continue
         stem = f"{MODEL}/solvers/{family}_nfe{args.nfe}"
         run(["train-solver", *common, "--gt", args.gt_dir, "--solver", family, "--nfe", str(args.nfe), *extra,
-             "--batch-size", "20", "--iters", str(args.iters), "--quiet", "--out", f"{stem}.safetensors",
+             "--batch-size", "20", "--iters", str(args.iters), "--quiet", "--out", f"{stem}.bespoke",
              "--history", f"{stem}.history.json"])
 
 
