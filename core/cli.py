@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--solver", required=True, choices=list(LEARNED_FAMILIES), help="learned solver family")
     p.add_argument("--nfe", type=int, required=True, help="network evaluations of the solver")
-    from .train import SolverSpec, TrainConfig
+    from .train import LR_SCHEDULES, SolverSpec, TrainConfig
     d, sd = TrainConfig(), SolverSpec()  # one source of truth for the defaults (the app reads them too)
     p.add_argument("--lipschitz", type=float, default=sd.lipschitz,
                    help=f"L_tau of the RMSE-bound loss (default {sd.lipschitz:g})")
@@ -436,9 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Bespoke: identity or a path name; BNS: a base solver (default {sd.init})")
     p.add_argument("--sigma0", type=float, default=sd.sigma0, help=f"BNS preconditioning scale (default {sd.sigma0:g})")
     p.add_argument("--iters", type=int, default=d.iters, help=f"at most this many Adam iterations per stage (default {d.iters})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
-    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["plateau", "cosine", "constant"],
-                   help=f"learning-rate schedule (default {d.lr_schedule})")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help=f"learning rate (default {d.lr:g}; BNS trains at lr * min(1, 4 / NFE))")
+    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=list(LR_SCHEDULES),
+                   help=f"learning-rate schedule (default {d.lr_schedule}: cosine for Bespoke, halvings on "
+                        f"plateaus for BNS)")
     p.add_argument("--patience", type=int, default=d.patience,
                    help=f"stop after this many validations without progress; 0 = never early (default {d.patience})")
     p.add_argument("--coarse-to-fine", action=argparse.BooleanOptionalAction, default=d.coarse_to_fine,

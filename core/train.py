@@ -54,7 +54,7 @@ class SolverSpec:
             raise ValueError(f"sigma0 must be a positive finite number, got {self.sigma0!r}")
 
 
-LR_SCHEDULES = ("plateau", "cosine", "constant")
+LR_SCHEDULES = ("auto", "plateau", "cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,9 @@ class TrainConfig:
     by a relative `min_delta` (for BNS: raise PSNR by the same amount in dB). With
     lr_schedule="plateau" the learning rate halves at each plateau and training stops at the
     (max_decays + 1)-th; with "cosine" (decay to 10 % over `iters`) or "constant" it stops at the
-    first plateau (patience=0: never early). `iters` caps the iterations either way. Bespoke
+    first plateau (patience=0: never early); "auto" is "cosine" for Bespoke solvers and "plateau"
+    for BNS (schedule_for). `iters` caps the iterations either way. BNS trains at
+    lr * min(1, 4 / NFE) (lr_scale; its coefficients b_ij are O(1 / NFE)). Bespoke
     solvers with an even number of steps start coarse-to-fine (`coarse_to_fine`: train the
     solver with half the NFE on the same GT paths first, the same recipe, then interpolate its
     map onto the fine grid; core.solvers.bespoke.BespokeSolver.init_from_coarse). An optional
@@ -75,7 +77,7 @@ class TrainConfig:
 
     iters: int = 2000  # at most this many Adam iterations (per stage)
     lr: float = 1e-2  # Adam learning rate at the start (lets s, t move by O(1) within the budget)
-    lr_schedule: str = "cosine"  # "plateau", "cosine" or "constant" (see above)
+    lr_schedule: str = "auto"  # "auto", "plateau", "cosine" or "constant" (see above)
     patience: int = 10  # validations without improvement that make a plateau (0 = no early stop)
     min_delta: float = 1e-3  # relative RMSE improvement that counts as progress
     max_decays: int = 3  # lr_schedule "plateau": halvings before the run stops
@@ -176,6 +178,27 @@ def _better(a: float, b: float, mode: str) -> bool:
     return a < b if mode == "min" else a > b
 
 
+def schedule_for(schedule: str, solver) -> str:
+    """The schedule "auto" stands for: "plateau" for BNS, "cosine" for the others.
+
+    Why BNS differs (checkerboard FM-OT, NFE 16, from midpoint; bench/bench_bns_init.py): its
+    validation PSNR swings by 1-5 dB between validations at a constant or slowly decaying rate,
+    so the first plateau under "cosine" came at 250-450 iterations, before any lasting gain (RMSE
+    1.0x midpoint at lr 1e-2, 0.63x at lr 2.5e-3); halving the rate at each plateau settles it
+    (0.48x midpoint). Any other name is returned as it is."""
+    if schedule != "auto":
+        return schedule
+    return "plateau" if getattr(solver, "family", None) == "bns" else "cosine"
+
+
+def lr_scale(solver) -> float:
+    """The solver's multiplier of TrainConfig.lr: min(1, 4 / NFE) for BNS, whose update
+    coefficients b_ij are O(1 / NFE) (Euler's are 1 / NFE) while Adam moves every parameter by
+    about the rate per step (at NFE 16 lr 1e-2 made the validation PSNR swing by up to 12 dB);
+    1 for the others (a Bespoke solver's parameters are O(1) whatever its NFE)."""
+    return min(1.0, 4.0 / solver.nfe) if getattr(solver, "family", None) == "bns" else 1.0
+
+
 def lr_factor(schedule: str, it: int, iters: int) -> float:
     """The learning-rate multiplier at iteration `it` (1-based) of `iters` for a schedule
     (the plateau schedule's halvings are applied on top by fit)."""
@@ -222,12 +245,13 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
         dist.attach(objective)
         validate = dist.validated(objective.validate)
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(solver.parameters(), lr=cfg.lr)
+    schedule, lr = schedule_for(cfg.lr_schedule, solver), cfg.lr * lr_scale(solver)
+    opt = torch.optim.Adam(solver.parameters(), lr=lr)
     decays = 0  # plateau halvings so far
 
     def set_lr(it: int) -> None:
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, it, cfg.iters) * 0.5**decays
+            group["lr"] = lr * lr_factor(schedule, it, cfg.iters) * 0.5**decays
     result = TrainResult(solver, spec or SolverSpec())
 
     def snapshot() -> dict:
@@ -291,7 +315,7 @@ def fit(solver, objective, cfg: TrainConfig = TrainConfig(),
             callback(TrainEvent(it, loss.item(), metrics, decoded(), elapsed, cfg.iters))
         if metrics is not None and not plateau.update(metrics[objective.metric]) and cfg.patience \
                 and plateau.stale >= cfg.patience:
-            if cfg.lr_schedule == "plateau" and decays < cfg.max_decays:
+            if schedule == "plateau" and decays < cfg.max_decays:
                 decays, plateau.stale = decays + 1, 0
             else:
                 result.stop_reason = "plateau"

@@ -233,7 +233,8 @@ Commands, in order (the model is seeded; the classifier and the split too):
 
     pip install -r requirements-build.txt
     python scripts/train_mnist_classifier.py
-    python scripts/make_mnist.py
+    python scripts/make_mnist.py --stop-after 4000
+    python scripts/make_mnist_solvers.py       # its learned solvers (GT once, then RK2-Bespoke and BNS)
     python scripts/make_assets.py --mnist      # the numbers and the picture below
 """
     if m is None:
@@ -255,7 +256,7 @@ solve, once the model is in place.
 | GT samples (picture) | {m['gt_samples']} (10 per class), dopri5 atol = rtol = 1e-5: {m['gt_nfe']} NFE, {m['gt_seconds']:.0f} s on {m['torch_threads']} thread |
 | GT legibility | {100 * m['legibility']:.0f} % of the GT samples read as their label by the shipped classifier (its accuracy on the 1,000 held-out real images: {100 * m['classifier_accuracy']:.1f} %) |
 | defaults (bespoke.json) | guidance scale w = {f['guidance_scale']:g}, data range R = {f['data_range']:g} |
-
+{('| note | ' + f['note'] + ' |' + chr(10)) if f.get('note') else ''}
 (Written by `python scripts/make_assets.py --mnist`; model id `{m['model_id'][:16]}`.)
 """ + MNIST_END + "\n"
 

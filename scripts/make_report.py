@@ -413,8 +413,10 @@ def budget_line(meta: dict) -> str:
                  "in their own `docs/results/<model>.json`, under \"config\"); the budget below is the latest run's. ")
     if c.get("train_defaults"):
         t = c["train_config"]
+        sched = (f"{t['lr_schedule']} schedule" if t["lr_schedule"] != "auto" else
+                 "cosine schedule for Bespoke; BNS at lr x min(1, 4 / NFE), halved on each plateau")
         return (f"{head}Budget: {c['n_samples']} samples per solver; each learned solver trained from scratch per NFE "
-                f"with the CLI's defaults (core.train.TrainConfig: Adam lr {t['lr']}, {t['lr_schedule']} schedule, up "
+                f"with the CLI's defaults (core.train.TrainConfig: Adam lr {t['lr']}, {sched}, up "
                 f"to {t['iters']} iterations per stage, early stop after {t['patience']} validations without a "
                 f"{100 * t['min_delta']:.1f} % gain, coarse-to-fine start {t['coarse_to_fine']}, batch "
                 f"{t['batch_size']}, {t['n_train']} GT paths or pairs + {t['n_val']} held out), seed {c['seed']}, "

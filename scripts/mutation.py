@@ -3,6 +3,7 @@
     python scripts/mutation.py                      # every target below, 1 worker, 20 min cap each
     python scripts/mutation.py train losses --max-children 2 --minutes 10
     python scripts/mutation.py solvers --sample 60  # a seeded random sample of a big target
+    python scripts/mutation.py train --focus lr_factor Plateau  # every mutant of those functions / classes
     python scripts/mutation.py --report             # re-read the last results, run nothing
 
 Not part of the default test run (it takes tens of minutes). Each target is mutated in a
@@ -34,13 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "out" / "mutation"
 EQUIVALENT = ROOT / "scripts" / "mutation_equivalent.txt"
 
-# target -> (files to mutate, the tests that guard them)
+# target -> (files to mutate, the tests that guard them; "!test id" deselects a test that needs more
+# than core/, tests/ and assets/, e.g. the app)
 TARGETS: dict[str, tuple[list[str], list[str]]] = {
-    "train": (["core/train.py"], ["tests/test_train_contracts.py"]),
+    "train": (["core/train.py"], ["tests/test_train_contracts.py", "tests/test_train_recipe.py"]),
+    "seeds": (["core/seeds.py"], ["tests/test_seeds.py"]),
     "losses": (["core/losses.py"], ["tests/test_losses.py", "tests/test_bespoke.py"]),
     "metrics": (["core/metrics.py"], ["tests/test_metrics.py"]),
     "checkpoint": (["core/checkpoint.py"], ["tests/test_checkpoint.py", "tests/test_model_io.py"]),
-    "paths": (["core/paths.py"], ["tests/test_paths.py", "tests/test_dedicated.py", "tests/test_diffusers.py"]),
+    "paths": (["core/paths.py"], ["tests/test_paths.py", "tests/test_dedicated.py", "tests/test_diffusers.py",
+                                   "!tests/test_diffusers.py::test_app_model_page_opens_a_pipeline_folder"]),
     "solvers": (["core/solvers/*.py"], ["tests/test_classical.py", "tests/test_dedicated.py", "tests/test_linear.py",
                                         "tests/test_bespoke.py", "tests/test_bns.py"]),
 }
@@ -91,7 +95,7 @@ def prepare(target: str, tests: list[str], files: list[str], tests_from: str | N
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout.split("\n")
     for rel in listed:
-        if not rel or not (rel.startswith(("core/", "tests/", "assets/")) or rel == "pytest.ini"):
+        if not rel or not (rel.startswith(("core/", "tests/", "assets/")) or rel in ("pytest.ini", "README.md")):
             continue
         if tests_from and rel.startswith("tests/"):
             continue
@@ -108,12 +112,14 @@ def prepare(target: str, tests: list[str], files: list[str], tests_from: str | N
     (work / "plugins" / "mutation_order.py").write_text(ORDER_PLUGIN)
     cfg = ["[mutmut]", "source_paths=core", "only_mutate="]
     cfg += [f"    {f}" for f in files]
-    selected = [t for t in tests if (work / t.split("::")[0]).exists()]
+    deselected = [t[1:] for t in tests if t.startswith("!")]
+    selected = [t for t in tests if not t.startswith("!") and (work / t.split("::")[0]).exists()]
     if not selected:  # (an older ref may not have the target's tests) never fall back to the whole suite
         raise SystemExit(f"[{target}] none of {tests} exists{f' at {tests_from}' if tests_from else ''}")
     cfg += ["pytest_add_cli_args_test_selection="] + [f"    {t}" for t in selected]
-    cfg += ["also_copy=", "    assets"]  # tests read the shipped files
+    cfg += ["also_copy=", "    assets", "    README.md"]  # tests read the shipped files (and run the README's examples)
     cfg += ["pytest_add_cli_args=", "    -p", "    mutation_order", "    -p", "    no:cacheprovider",
+            *(["    -k", "    " + " and ".join(f"not {t.split('::')[-1]}" for t in deselected)] if deselected else []),
             # torch is not fork-safe once it has run: fork the workers from a clean server process
             "process_isolation=forkserver", "forkserver_warmup=collect",
             "timeout_multiplier=4.0", "timeout_constant=5.0", ""]
@@ -142,24 +148,45 @@ def generate_only(work: Path) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=work, check=True, capture_output=True)
 
 
+def function_labels(name: str) -> set[str]:
+    """What a mutant name is in: mutmut names them module.x_function__mutmut_N or
+    module.xǁClassǁmethod__mutmut_N; the labels are {function} or {Class, method, Class.method}."""
+    fn = name.rsplit("__mutmut_", 1)[0].rsplit(".", 1)[-1]
+    if fn.startswith("x\u01c1"):
+        cls, _, meth = fn[2:].partition("\u01c1")
+        return {cls, meth, f"{cls}.{meth}"}
+    return {fn[2:]} if fn.startswith("x_") else {fn}
+
+
+def select(names: list[str], focus: list[str], sample: int, seed: int) -> list[str]:
+    """Every mutant in a `focus` function or class, plus a seeded random sample of `sample` of
+    the others (all of them when sample is 0 and there is no focus)."""
+    chosen = [n for n in names if function_labels(n) & set(focus)]
+    rest = [n for n in names if n not in set(chosen)]
+    if sample or not focus:
+        chosen += random.Random(seed).sample(rest, min(sample, len(rest)) if sample else len(rest))
+    return sorted(chosen)
+
+
 def run_target(target: str, args) -> float:
     files, tests = TARGETS[target]
     work = prepare(target, tests, files, args.tests_from)
     names: list[str] = []
-    if args.sample:
+    focus = args.focus or []
+    if args.sample or focus:
         generate_only(work)
         allm = sorted(mutant_names(work))
-        tag, sample_file = f"# sample={args.sample} seed={args.seed}", work / "sample.txt"
+        tag, sample_file = f"# sample={args.sample} seed={args.seed} focus={','.join(focus)}", work / "sample.txt"
         kept = sample_file.read_text().split("\n") if sample_file.exists() else []
         if kept and kept[0] == tag and all(n in allm for n in kept[1:] if n):
             names = [n for n in kept[1:] if n]  # the same sample as last time (the code did not move)
         else:
-            names = sorted(random.Random(args.seed).sample(allm, min(args.sample, len(allm))))
+            names = select(allm, focus, args.sample, args.seed)
             sample_file.write_text("\n".join([tag, *names]) + "\n")
         done = mutant_names(work)  # mutmut re-runs every mutant it is named: name only the untested ones
         names = [n for n in names if done.get(n) is None or (args.rerun_survivors and done.get(n) in SURVIVED | NO_TESTS)]
         if not names:
-            print(f"[{target}] every sampled mutant already has a result")
+            print(f"[{target}] every selected mutant already has a result")
             return 0.0
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
                PYTHONPATH=str(work / "plugins"))
@@ -230,6 +257,8 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=20.0, help="wall-clock cap per target (default 20)")
     p.add_argument("--sample", type=int, default=0, help="test a seeded random sample of this many mutants")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--focus", nargs="+", metavar="NAME",
+                   help="also test every mutant in these functions / classes / methods (e.g. lr_factor Plateau)")
     p.add_argument("--tests-from", metavar="GIT_REF", help="score the tests of that ref (e.g. main) on today's code")
     p.add_argument("--rerun-survivors", action="store_true", help="with --sample: test the survivors again (after new tests)")
     p.add_argument("--report", action="store_true", help="only print the table of the last results")

@@ -256,6 +256,19 @@ def test_save_load_roundtrip_and_mismatch(tmp_path, mixture_ot, f64):
         load_solver(bytes(raw))
 
 
+def test_a_header_nfe_that_disagrees_with_the_config_is_refused(mixture_ot, f64):
+    """The header's NFE and the one the config builds must agree; the message names both."""
+    from core import checkpoint
+    from core.solvers.learned import _solver_header, _solver_tensors
+    solver = BespokeSolver(2, 3)
+    header = _solver_header(solver, mixture_ot, None)
+    assert header["nfe"] == 6
+    header["nfe"] = 5
+    raw = checkpoint.dumps(_solver_tensors(solver), header, kind="solver")
+    with pytest.raises(CheckpointError, match=r"header says NFE 5 but the config gives NFE 6"):
+        load_solver(raw)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="positive integer, got 0"):
         BespokeSolver(2, 0)
@@ -333,6 +346,9 @@ def test_coarse_to_fine_init_keeps_the_coarse_map_at_shared_nodes(order, mixture
     mid = slice(1, fine.M, 2)
     torch.testing.assert_close(pf["t"][mid], 0.5 * (pc["t"][:-1] + pc["t"][1:]))
     torch.testing.assert_close(pf["s"][mid], torch.sqrt(pc["s"][:-1] * pc["s"][1:]))
+    for k in ("dt", "ds"):  # t', s' at the evaluation nodes: means between, the last one copies its neighbour
+        torch.testing.assert_close(pf[k][1:-1:2], 0.5 * (pc[k][:-1] + pc[k][1:]))
+        torch.testing.assert_close(pf[k][-1], pc[k][-1])
     # and the finer solver from it is more accurate than the coarse one on the same problem
     x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     gt = gt_solve(mixture_ot, x0, atol=1e-10, rtol=1e-10).x

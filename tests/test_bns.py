@@ -217,3 +217,11 @@ def test_bad_input_is_refused(mixture_ot):
         BNSSolver(4, -1.0, CondOTPath())
     with pytest.raises(ValueError, match="loss 'local' does not apply"):
         train_solver(mixture_ot, SolverSpec("bns", 4, loss="local"), TrainConfig(iters=1, n_train=8, n_val=4))
+
+
+def test_a_bns_file_is_not_a_base_to_start_bns_from(tmp_path, mixture_ot):
+    from core.solvers.bns import base_scheme
+    f = tmp_path / "bns.safetensors"
+    save_solver(BNSSolver(4, path=mixture_ot.path), f, mixture_ot)
+    with pytest.raises(ValueError, match=r"BNS can start from a Bespoke solver file; .* holds a bns solver"):
+        base_scheme(str(f), 4, mixture_ot)

@@ -63,7 +63,7 @@ def test_format_1_is_refused_by_load_and_restamped_deliberately():
     raw = _small()
     (n,) = struct.unpack("<Q", raw[:8])
     v1 = _with_header(raw, lambda h: {**h, "version": 1, "content_hash": hashlib.sha256(raw[8 + n:]).hexdigest()})
-    with pytest.raises(CheckpointError, match="format version 1"):
+    with pytest.raises(CheckpointError, match=r"format version 1 .*`python scripts/make_assets.py --restamp FILE`"):
         checkpoint.loads(v1)
     assert checkpoint.content_hash_of_old(v1) == hashlib.sha256(raw[8 + n:]).hexdigest()
     assert checkpoint.restamp(v1) == raw  # same tensors and header, the current hash
@@ -73,3 +73,70 @@ def test_format_1_is_refused_by_load_and_restamped_deliberately():
     altered = raw[:-1] + bytes([raw[-1] ^ 1])
     with pytest.raises(CheckpointError, match="refusing to re-stamp"):
         checkpoint.restamp(altered)
+
+
+def _with_table(raw: bytes, edit) -> bytes:
+    """The same file with its tensor table (the safetensors entries) changed by `edit(entries)`
+    and the content hash recomputed, so that the table's own checks are what refuses it."""
+    (n,) = struct.unpack("<Q", raw[:8])
+    entries = json.loads(raw[8:8 + n])
+    meta = json.loads(entries.pop("__metadata__")["bespoke"])
+    entries = edit(entries)
+    meta["content_hash"] = checkpoint.content_hash(entries, meta, raw[8 + n:])
+    entries["__metadata__"] = {"bespoke": json.dumps(meta, sort_keys=True)}
+    head = json.dumps(entries, sort_keys=True).encode()
+    head += b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(head)) + head + raw[8 + n:]
+
+
+def test_table_errors_name_the_tensor_and_the_fault():
+    def dtype(e):
+        e["w"]["dtype"] = "C64"
+        return e
+
+    with pytest.raises(CheckpointError, match=r"tensor 'w' has unsupported dtype 'C64'"):
+        checkpoint.loads(_with_table(_small(), dtype))
+
+    def overlap(e):  # b holds bytes [0, 8], w [8, 32]: w moved onto b's bytes
+        e["w"]["data_offsets"] = [0, 24]
+        return e
+
+    with pytest.raises(CheckpointError, match=r"tensor 'w' at offsets \[0, 24\] overlaps the tensor before it"):
+        checkpoint.loads(_with_table(_small(), overlap))
+
+
+def test_an_empty_tensor_round_trips():
+    raw = checkpoint.dumps({"e": torch.zeros(0, 3), "w": torch.ones(2)}, {"model_id": "m"}, "solver")
+    tensors, _ = checkpoint.loads(raw)
+    assert tensors["e"].shape == (0, 3) and torch.equal(tensors["w"], torch.ones(2))
+
+
+def test_dumps_names_what_it_cannot_write():
+    with pytest.raises(TypeError, match=r"checkpoint entry 'x' is a list, not a tensor"):
+        checkpoint.dumps({"x": [1, 2]}, {}, "solver")
+    with pytest.raises(TypeError, match=r"unsupported tensor dtype torch.complex64"):
+        checkpoint.dumps({"x": torch.zeros(2, dtype=torch.complex64)}, {}, "solver")
+
+
+def test_state_dict_hash_follows_the_values():
+    torch.manual_seed(0)
+    a = torch.nn.Linear(2, 2)
+    b = torch.nn.Linear(2, 2)
+    b.load_state_dict(a.state_dict())
+    assert checkpoint.state_dict_hash(a) == checkpoint.state_dict_hash(b)
+    with torch.no_grad():
+        b.weight[0, 0] += 1.0
+    assert checkpoint.state_dict_hash(a) != checkpoint.state_dict_hash(b)
+
+
+def test_metadata_must_name_the_format_and_the_size_limit_is_inclusive(monkeypatch):
+    for meta in ({"format": "other", "version": 2}, ["bespoke-explorer"]):
+        raw = _with_header(_small(), lambda h, meta=meta: meta)
+        with pytest.raises(CheckpointError, match="metadata does not name the bespoke-explorer format"):
+            checkpoint.loads(raw)
+    raw = _small()
+    monkeypatch.setattr(checkpoint, "MAX_FILE_BYTES", len(raw))  # a file of exactly the limit is read
+    assert checkpoint.loads(raw)[1]["model_id"] == "m-old"
+    monkeypatch.setattr(checkpoint, "MAX_FILE_BYTES", len(raw) - 1)
+    with pytest.raises(CheckpointError, match=f"over the {len(raw) - 1}-byte limit"):
+        checkpoint.loads(raw)

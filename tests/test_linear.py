@@ -83,3 +83,11 @@ def test_inference_fast_path_equals_differentiable_path(mixture_ot, f64):
             fast = run_scheme(scheme, mixture_ot, x0, callback=seen.append)
         torch.testing.assert_close(fast.x, slow.x, rtol=1e-12, atol=1e-12)
         assert [s.i for s in seen] == list(range(8)) and torch.equal(seen[-1].x_next, fast.x)
+
+
+def test_a_scheme_moves_to_a_dtype_whole():
+    s = rk_scheme(uniform_grid(3), "midpoint")
+    f = s.to(dtype=torch.float32)
+    assert f.name == s.name and (f.t.dtype, f.A.dtype, f.B.dtype) == (torch.float32,) * 3
+    for a, b in ((f.t, s.t), (f.A, s.A), (f.B, s.B)):
+        torch.testing.assert_close(a, b.float(), rtol=0, atol=0)

@@ -114,3 +114,24 @@ def test_bespoke_objective_batches_and_bad_input(pool_field):
         BespokeObjective(field, pool, pool, lipschitz=-1)
     with pytest.raises(ValueError, match="got nan"):
         BespokeObjective(field, pool, pool, lipschitz=math.nan)
+
+
+def test_a_rank_computes_whole_label_groups_of_the_batch(mixture_ot, f64):
+    """Data parallel (objective.rows = (rank, world)): each rank's per-sample losses are its
+    contiguous part of the batch, cut in whole label groups of a conditional model (3 labels:
+    8 groups over 3 ranks = 2, 3, 3 groups), and the parts concatenated are the full batch's."""
+    from core.solvers.bespoke import BespokeSolver
+    from core.solvers.gt import GTPool
+    mixture_ot.labels = torch.arange(3)  # rows bind labels 0, 1, 2, 0, ... (the field ignores them)
+    x0 = torch.randn(48, 2, generator=torch.Generator().manual_seed(2))
+    train, val = GTPool.build(mixture_ot, x0, n_grid=9, atol=1e-6, rtol=1e-6).split(12)
+    obj = BespokeObjective(mixture_ot, train, val, batch_size=24)
+    solver = BespokeSolver(2, 2)
+    with torch.no_grad():
+        full = obj.loss(solver, torch.Generator().manual_seed(3))
+        parts = []
+        for r in range(3):
+            obj.rows = (r, 3)
+            parts.append(obj.loss(solver, torch.Generator().manual_seed(3)))
+    assert [p.numel() for p in parts] == [6, 9, 9]
+    torch.testing.assert_close(torch.cat(parts), full, rtol=0, atol=0)

@@ -177,3 +177,14 @@ def test_broken_sampler_scores_worse_than_gt():
         assert d_gt < d_broken and d_good < d_broken
         assert metrics.percent_of_gt(d_broken, d_gt) > 100.0
     assert metrics.rmse(broken, gt).mean() > 10 * metrics.rmse(good, gt).mean()
+
+
+def test_frechet_from_moments_computes_in_float64_from_float32_inputs():
+    """float32 moments (what a float32 feature net gives) are promoted before any arithmetic:
+    the mean term equals its float64 value to rounding, not to float32's 1e-7."""
+    from core.metrics import frechet_from_moments
+    mu_a = torch.randn(200, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    mu_b = torch.zeros(200, dtype=torch.float32)
+    eye = torch.eye(200, dtype=torch.float32)
+    want = float((mu_a.double() ** 2).sum())
+    assert frechet_from_moments(mu_a, eye, mu_b, eye) == pytest.approx(want, rel=1e-12)

@@ -101,3 +101,34 @@ def test_discrete_vp_schedule_checks_name_the_problem():
     # 1 - 1e-12 == 1 in float32: the last step adds no noise (a later step, not only the first)
     with pytest.raises(ValueError, match="the noise level must increase with the timestep"):
         DiscreteVPPath(num_train_timesteps=3, trained_betas=[0.1, 0.1, 1e-12])
+
+
+def test_per_sample_times_broadcast_over_the_data_dimensions(f64):
+    """A (B,) time vector with x of shape (B, *D): every conversion equals the same call made
+    one sample at a time with a scalar time."""
+    gen = torch.Generator().manual_seed(3)
+    t = torch.tensor([0.1, 0.35, 0.6, 0.9])
+    x, u = torch.randn(4, 2, 3, generator=gen), torch.randn(4, 2, 3, generator=gen)
+
+    def net(tt, xx):  # any network output, depending on t per sample
+        return xx * 0.5 + (tt.reshape(-1, 1, 1) if tt.dim() else tt)
+
+    for path in (VPPath(), CosinePath(), EDMPath()):
+        for fn in (eps_from_velocity, x1_from_velocity):
+            rows = torch.stack([fn(path, t[i], x[i:i + 1], u[i:i + 1])[0] for i in range(4)])
+            torch.testing.assert_close(fn(path, t, x, u), rows)
+        vel = velocity_from_prediction(net, path, "eps")
+        rows = torch.stack([vel(t[i], x[i:i + 1])[0] for i in range(4)])
+        torch.testing.assert_close(vel(t, x), rows)
+
+
+def test_st_map_times_are_clamped_to_the_unit_interval(f64):
+    """EDM's path spans only sigma in [0.002, 80]: a target SNR outside that range maps to a time
+    outside [0, 1] by snr_inverse, which path_st_map clamps to the nearest end."""
+    path, target = EDMPath(), CondOTPath()
+    r = torch.tensor([0.001, 0.5, 0.9999])  # SNR 0.001 < 1/80 and 9999 > 1/0.002
+    raw = path.snr_inverse(target.snr(r))
+    assert raw[0] < 0 and raw[-1] > 1  # what is being clamped
+    m = path_st_map(path, target, r)
+    assert m.t[0] == 0.0 and m.t[-1] == 1.0 and 0 < m.t[1] < 1
+    torch.testing.assert_close(m.t[1], raw[1])

@@ -326,3 +326,10 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device 'cuda' asked for, but CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_unknown_family_and_an_empty_summary():
+    from core.train import TrainResult, _family_builder
+    with pytest.raises(ValueError, match=r"family 'rk3'; known: \['bns', 'rk1-bespoke', 'rk2-bespoke'\]"):
+        _family_builder("rk3")
+    assert TrainResult(None, SolverSpec()).summary()["iterations"] == 0  # no history yet
