@@ -483,6 +483,9 @@ def main(argv=None):
                     help="batch per iteration (default: 128 with --train-iters, else TrainConfig's; the MNIST U-Net "
                          "needs a small one on a CPU, e.g. 16)")
     ap.add_argument("--learned", nargs="*", default=list(LEARNED))
+    ap.add_argument("--train-gt", default=None, metavar="DIR",
+                    help="learned solvers train and validate on this GT data set (python -m core make-gt ... "
+                    "--store paths) instead of solving their own; its sizes replace --train-n / --train-val")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--from-json", action="store_true", help="only rewrite the markdown from saved JSON")
@@ -513,7 +516,8 @@ def main(argv=None):
         cfg = SweepConfig(solvers=DEFAULT_SOLVERS, learned=tuple(args.learned), nfes=tuple(args.nfe),
                           n_samples=args.n_samples, train_iters=args.train_iters or 100,
                           train_n=args.train_n or 512, train_batch=args.train_batch or 128,
-                          train_defaults=args.train_iters is None, train_paths=paths, device=args.device)
+                          train_defaults=args.train_iters is None, train_paths=paths, device=args.device,
+                          train_gt=args.train_gt)
         t0 = time.perf_counter()
         kept = []  # models of earlier runs that this one does not redo: their rows stay in the report
         if meta_path.exists():
@@ -538,7 +542,7 @@ def main(argv=None):
                 "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)"
                 if args.device == "cpu" else args.device, "config": {k: getattr(cfg, k) for k in
                                                                      ("n_samples", "train_iters", "train_n", "train_batch", "seed",
-                                                                      "train_defaults")}}
+                                                                      "train_defaults", "train_gt")}}
         if cfg.train_defaults:
             from dataclasses import asdict
             meta["config"]["train_config"] = asdict(TrainConfig())
