@@ -68,8 +68,8 @@ class SweepConfig:
     train_n: int = _TRAIN.n_train  # learned solvers: GT paths / pairs to train on (plus train_n // 4 held out)
     train_batch: int = _TRAIN.batch_size  # learned solvers: GT paths / pairs per Adam iteration
     train_gt: Optional[str] = None  # learned solvers: a GT data set folder (make-gt) to train on (core/gtdata)
-    train_paths: Optional[tuple[int, int]] = None  # with train_defaults: (n_train, n_val) GT paths instead of
-    # TrainConfig's (a U-Net's GT paths cost seconds each on a CPU)
+    train_paths: Optional[tuple[int, int, int]] = None  # with train_defaults: (n_train, n_val, batch) instead of
+    # TrainConfig's (a U-Net's GT paths cost seconds each on a CPU, an iteration of batch 256 tens of seconds)
     seed: int = 0  # training seed; evaluation noise uses seed + EVAL_SEED_OFFSET
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
 
@@ -303,7 +303,7 @@ def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str, 
     from .train import NonFiniteLossError, SolverSpec, TrainConfig, train_solver
     if cfg.train_defaults:
         sizes = {} if cfg.train_paths is None else {"n_train": int(cfg.train_paths[0]), "n_val": int(cfg.train_paths[1]),
-                                                    "batch_size": min(_TRAIN.batch_size, int(cfg.train_paths[0]))}
+                                                    "batch_size": min(int(cfg.train_paths[2]), int(cfg.train_paths[0]))}
         tcfg = TrainConfig(gt_atol=cfg.gt_atol, gt_rtol=cfg.gt_rtol, device=device, seed=cfg.seed, **sizes)
     else:
         tcfg = TrainConfig(iters=cfg.train_iters, n_train=cfg.train_n, n_val=max(cfg.train_n // 4, 2),

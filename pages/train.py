@@ -69,11 +69,12 @@ with c3:
     iters = st.number_input("Iterations", 1, 20000, step=50, key=state.kept("train.iters", CFG0.iters))
 # A U-Net on 28x28 images spends seconds per GT path on a CPU: smaller GT budgets there (kept apart).
 LARGE = evaluation.kind(field) == "large image"
-BUDGET0, SUFFIX = ((64, 256, 128), ".large") if LARGE else ((CFG0.batch_size, CFG0.n_train, CFG0.n_val), "")
+BUDGET0, SUFFIX = ((16, 96, 32), ".large") if LARGE else ((CFG0.batch_size, CFG0.n_train, CFG0.n_val), "")
 with st.expander("Budget: batch, GT paths, validation, seed", expanded=LARGE):
     if LARGE:
-        st.caption("A 28x28 U-Net: its GT paths cost seconds each on a CPU, so the defaults here are smaller than "
-                   f"the library's ({CFG0.n_train} GT paths, {CFG0.n_val} validation samples).")
+        st.caption("A 28x28 U-Net: its GT paths cost seconds each on a CPU and an iteration costs about a second per "
+                   "16 paths, so the defaults here are smaller than the library's (batch "
+                   f"{CFG0.batch_size}, {CFG0.n_train} GT paths, {CFG0.n_val} validation samples).")
     b1, b2, b3, b4, b5 = st.columns(5)
     batch = b1.number_input("Batch size", 8, 4096, step=64, key=state.kept("train.batch" + SUFFIX, BUDGET0[0]))
     n_train = b2.number_input("GT paths to train on", 16, 20000, step=256,

@@ -486,7 +486,9 @@ def main(argv=None):
     ap.add_argument("--train-val", type=int, default=None,
                     help="held-out validation samples per learned solver with the default recipe (default: "
                          "TrainConfig's; set with --train-n for costly models such as the MNIST U-Net)")
-    ap.add_argument("--train-batch", type=int, default=128, help="batch per iteration (default 128)")
+    ap.add_argument("--train-batch", type=int, default=None,
+                    help="batch per iteration (default: 128 with --train-iters, else TrainConfig's; the MNIST U-Net "
+                         "needs a small one on a CPU, e.g. 16)")
     ap.add_argument("--learned", nargs="*", default=list(LEARNED))
     ap.add_argument("--train-gt", default=None, metavar="DIR",
                     help="learned solvers train and validate on this GT data set (python -m core make-gt ... "
@@ -515,11 +517,12 @@ def main(argv=None):
             raise SystemExit("no model checkpoints found in assets/")
         from core.train import TrainConfig
         paths = None
-        if args.train_iters is None and (args.train_n is not None or args.train_val is not None):
-            paths = (args.train_n or TrainConfig().n_train, args.train_val or TrainConfig().n_val)
+        d = TrainConfig()
+        if args.train_iters is None and (args.train_n, args.train_val, args.train_batch) != (None, None, None):
+            paths = (args.train_n or d.n_train, args.train_val or d.n_val, args.train_batch or d.batch_size)
         cfg = SweepConfig(solvers=DEFAULT_SOLVERS, learned=tuple(args.learned), nfes=tuple(args.nfe),
                           n_samples=args.n_samples, train_iters=args.train_iters or 100,
-                          train_n=args.train_n or 512, train_batch=args.train_batch,
+                          train_n=args.train_n or 512, train_batch=args.train_batch or 128,
                           train_defaults=args.train_iters is None, train_paths=paths, device=args.device,
                           train_gt=args.train_gt)
         t0 = time.perf_counter()
@@ -557,8 +560,7 @@ def main(argv=None):
             from dataclasses import asdict
             meta["config"]["train_config"] = asdict(TrainConfig())
             if paths is not None:
-                meta["config"]["train_config"].update(n_train=paths[0], n_val=paths[1],
-                                                      batch_size=min(TrainConfig().batch_size, paths[0]))
+                meta["config"]["train_config"].update(n_train=paths[0], n_val=paths[1], batch_size=min(paths[2], paths[0]))
         if args.models or args.nfe != [4, 8, 16] or list(args.learned) != list(LEARNED):
             meta["scope"] = (f"models {', '.join(n for n in results if n not in kept)}; NFE {', '.join(map(str, args.nfe))}; learned "
                              f"{', '.join(args.learned) or 'none'} (reduced from every shipped model, NFE 4, 8, 16 and "

@@ -89,7 +89,8 @@ def test_every_page_runs_on_the_mnist_model(mnist_app):
 
     at.switch_page("pages/train.py").run()
     assert not at.exception and not _errors(at)
-    assert at.number_input(key="train.n_train.large").value == 256  # a U-Net's GT budget, not the 2-D one
+    assert at.number_input(key="train.n_train.large").value == 96  # a U-Net's GT budget, not the 2-D one
+    assert at.number_input(key="train.batch.large").value == 16
     assert SHIPPED <= set(at.dataframe[0].value["solver"])  # listed with the session's solvers
 
     at.switch_page("pages/ablations.py").run()
