@@ -180,6 +180,8 @@ def cmd_train_solver(args) -> None:
     SolverSpec(family=args.solver, nfe=args.nfe, lipschitz=args.lipschitz, loss=args.loss, init=args.init,
                sigma0=args.sigma0)  # checks the NFE against its cap before anything is loaded
     _check_out(args.out)
+    if args.history:
+        _check_out(args.history, "--history")
     dist, device = start_processes(args)  # under torchrun: this process's rank and device
     _check_device(device, args.device)
     try:
@@ -262,6 +264,9 @@ def _train_solver(args, device, dist) -> None:
     if dist is not None:
         summary["processes"] = dist.world
     digest = save_solver(result.solver, args.out, field, extra=summary)
+    if args.history:
+        from .history import save_history
+        save_history(args.history, result.history, summary)
     init, best = result.init, result.best
     if diverged:
         print(f"warning: {diverged}", file=sys.stderr)
@@ -450,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output solver file (.safetensors; a missing folder is created; "
                    "checked before training; Ctrl-C saves the best solver so far, marked interrupted)")
+    p.add_argument("--history", default=None, help="also write the training curve (iteration, loss, validation "
+                   "RMSE / PSNR) to this JSON file (core/history.py; the app draws it for shipped solvers)")
     from .gtdata.cli import add_make_gt_parser, add_train_solver_options
     add_train_solver_options(p)  # --gt DIR, --checkpoint-activations (core/gtdata/cli.py)
     p.set_defaults(func=cmd_train_solver)

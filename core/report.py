@@ -12,8 +12,10 @@ For one velocity field and one fixed set of noise x0 (the same for every solver)
 Scores per (solver, NFE): mean per-sample RMSE and PSNR to the GT sample (docs/MATH.md §8.1),
 and distances of the sample set to `reference`, fresh samples of the true distribution:
 sliced Wasserstein ("sw") and energy distance ("energy") for vector data, the digits-classifier
-Frechet distance ("fd", NOT Inception FID, see core/features.py) for 8x8 digits. GT gets the
-same distances, so each solver's distance is also shown as % of GT (the papers' "GT-FID / %").
+Frechet distance ("fd", NOT Inception FID, see core/features.py) for 8x8 digits, the MNIST
+classifier's (core/features_mnist.py) for 28x28 MNIST. GT gets the same distances, so each
+solver's distance is also shown as % of GT (the papers' "GT-FID / %"). Class-conditional 28x28
+models also get "legibility": the fraction of samples the MNIST classifier assigns to their label.
 The evaluation noise uses its own seed (`seed + EVAL_SEED_OFFSET`), never the noise a learned
 solver was trained on.
 """
@@ -42,8 +44,9 @@ EVAL_SEED_OFFSET = 7919  # evaluation noise seed = seed + this (training noise u
 DEFAULT_SOLVERS = ("euler", "midpoint", "rk4", "ddim", "dpm++2m", "edm")
 LEARNED = ("rk1-bespoke", "rk2-bespoke", "bns")
 METRIC_LABELS = {"rmse": "RMSE to GT", "psnr": "PSNR to GT (dB)", "sw": "sliced Wasserstein to data",
-                 "energy": "energy distance to data", "fd": "digits FD to data (not Inception FID)"}
-HIGHER_IS_BETTER = {"psnr"}
+                 "energy": "energy distance to data", "fd": "classifier FD to data (not Inception FID)",
+                 "legibility": "legibility (classifier agrees with the label)"}
+HIGHER_IS_BETTER = {"psnr", "legibility"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class SweepConfig:
     train_n: int = _TRAIN.n_train  # learned solvers: GT paths / pairs to train on (plus train_n // 4 held out)
     train_batch: int = _TRAIN.batch_size  # learned solvers: GT paths / pairs per Adam iteration
     train_gt: Optional[str] = None  # learned solvers: a GT data set folder (make-gt) to train on (core/gtdata)
+    train_paths: Optional[tuple[int, int]] = None  # with train_defaults: (n_train, n_val) GT paths instead of
+    # TrainConfig's (a U-Net's GT paths cost seconds each on a CPU)
     seed: int = 0  # training seed; evaluation noise uses seed + EVAL_SEED_OFFSET
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
 
@@ -93,16 +98,32 @@ DistanceFn = Callable[[Tensor, Tensor], float]
 def distance_metrics(data_shape: tuple[int, ...], n_projections: int = 256, seed: int = 0) -> dict[str, DistanceFn]:
     """The distances to the true distribution used for data of this shape.
 
-    (1, 8, 8) digits: {"fd"}; anything else: {"sw", "energy"} (sliced Wasserstein with the same
-    `n_projections` directions on every call, so solvers are compared on equal terms)."""
+    (1, 8, 8) digits and (1, 28, 28) MNIST: {"fd"} (each its own classifier's features); anything
+    else: {"sw", "energy"} (sliced Wasserstein with the same `n_projections` directions on every
+    call, so solvers are compared on equal terms)."""
     if tuple(data_shape) == (1, 8, 8):
         from .features import digits_fd
         return {"fd": digits_fd}
+    if tuple(data_shape) == (1, 28, 28):
+        from .features_mnist import mnist_fd
+        return {"fd": mnist_fd}
 
     def sw(a: Tensor, b: Tensor) -> float:
         return metrics.sliced_wasserstein(a, b, n_projections, torch.Generator().manual_seed(seed))
 
     return {"sw": sw, "energy": metrics.energy_distance}
+
+
+def label_scores(field, n: int) -> dict[str, Callable[[Tensor], float]]:
+    """Scores of a sample set that need each sample's conditioning label: {"legibility"} for a
+    class-conditional 28x28 model (core.features_mnist), else {}. fn(samples (n, *D)) -> float."""
+    if tuple(field.data_shape) != (1, 28, 28):
+        return {}
+    from .features_mnist import legibility, row_labels
+    labels = row_labels(field, n)
+    if labels is None:
+        return {}
+    return {"legibility": lambda x: legibility(x, labels)}
 
 
 def reference_samples(field, n: int, seed: int = 0) -> Tensor:
@@ -177,6 +198,11 @@ class SweepResult:
         return list(dict.fromkeys(r["solver"] for r in self.rows))
 
     @property
+    def scores(self) -> list[str]:
+        """Scores beside the distances that this result has (e.g. "legibility")."""
+        return [m for m in ("legibility",) if self.gt.get(m) is not None]
+
+    @property
     def nfes(self) -> list[int]:
         return sorted({r["nfe_target"] for r in self.rows})
 
@@ -198,10 +224,10 @@ class SweepResult:
         """One markdown table per metric: solvers x target NFE; a cell run at a lower NFE says
         so as "value (@n)"; distances also give % of GT; the best cell per column is bold."""
         out = []
-        for m in metric_names or ["rmse", "psnr", *self.distances]:
+        for m in metric_names or ["rmse", "psnr", *self.distances, *self.scores]:
             gt_val = self.gt.get(m)
             head = METRIC_LABELS.get(m, m)
-            if m in self.distances:
+            if m in self.distances or m in self.scores:
                 head += f"; GT (NFE {self.gt['nfe']}): {_fmt(gt_val, digits)}"
             out.append(f"**{head}**\n")
             out.append("| solver | " + " | ".join(f"NFE {n}" for n in self.nfes) + " |")
@@ -254,7 +280,7 @@ def _fmt(v, digits: int = 3) -> str:
 
 
 def _score(x: Tensor, x_gt: Tensor, reference: Tensor, dists: dict[str, DistanceFn], data_range: float,
-           gt_dist: Optional[dict[str, float]] = None) -> dict[str, Any]:
+           gt_dist: Optional[dict[str, float]] = None, labelled: Optional[dict] = None) -> dict[str, Any]:
     x, x_gt = x.detach().to("cpu", torch.float64), x_gt.detach().to("cpu", torch.float64)
     row: dict[str, Any] = {"rmse": _finite(metrics.rmse(x, x_gt).mean().item()),
                            "psnr": _finite(metrics.psnr(x, x_gt, data_range).mean().item())}
@@ -264,6 +290,8 @@ def _score(x: Tensor, x_gt: Tensor, reference: Tensor, dists: dict[str, Distance
         row[name] = fn(x[finite], reference) if finite.sum() >= 2 else None
         if gt_dist is not None and row[name] is not None:
             row[f"pct_{name}"] = metrics.percent_of_gt(row[name], gt_dist[name])
+    for name, fn in (labelled or {}).items():  # per-sample labels: every sample counts (non-finite ones fail)
+        row[name] = fn(torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0))
     return row
 
 
@@ -274,7 +302,9 @@ def _train_learned(field, family: str, nfe: int, cfg: SweepConfig, device: str, 
         gt = None
     from .train import NonFiniteLossError, SolverSpec, TrainConfig, train_solver
     if cfg.train_defaults:
-        tcfg = TrainConfig(gt_atol=cfg.gt_atol, gt_rtol=cfg.gt_rtol, device=device, seed=cfg.seed)
+        sizes = {} if cfg.train_paths is None else {"n_train": int(cfg.train_paths[0]), "n_val": int(cfg.train_paths[1]),
+                                                    "batch_size": min(_TRAIN.batch_size, int(cfg.train_paths[0]))}
+        tcfg = TrainConfig(gt_atol=cfg.gt_atol, gt_rtol=cfg.gt_rtol, device=device, seed=cfg.seed, **sizes)
     else:
         tcfg = TrainConfig(iters=cfg.train_iters, n_train=cfg.train_n, n_val=max(cfg.train_n // 4, 2),
                            batch_size=min(cfg.train_batch, cfg.train_n),
@@ -332,7 +362,9 @@ def sweep(field, cfg: SweepConfig = SweepConfig(), reference: Optional[Tensor] =
     gt_seconds = time.perf_counter() - t0
     x_gt = gt.x
     gt_dist = {name: fn(x_gt.detach().to("cpu", torch.float64), reference) for name, fn in dists.items()}
-    gt_row = {"solver": "gt (dopri5)", "nfe": gt.nfe, "seconds": gt_seconds, "atol": cfg.gt_atol, **gt_dist}
+    labelled = label_scores(field, int(x0.shape[0]))
+    gt_row = {"solver": "gt (dopri5)", "nfe": gt.nfe, "seconds": gt_seconds, "atol": cfg.gt_atol, **gt_dist,
+              **{name: fn(x_gt.detach().cpu()) for name, fn in labelled.items()}}
     say(f"GT: NFE {gt.nfe}, {gt_seconds:.1f} s, " + ", ".join(f"{k} {v:.4g}" for k, v in gt_dist.items()))
 
     model = {"model_id": field.model_id, "data_shape": list(field.data_shape), "data_range": field.data_range,
@@ -356,7 +388,7 @@ def sweep(field, cfg: SweepConfig = SweepConfig(), reference: Optional[Tensor] =
             sec = time.perf_counter() - t0
             label = solver.name if isinstance(own, int) else name
             row = {"solver": label, "kind": "file" if isinstance(own, int) else "builtin", "nfe_target": target,
-                   "nfe": nfe, "seconds": sec, **_score(x, x_gt, reference, dists, field.data_range, gt_dist)}
+                   "nfe": nfe, "seconds": sec, **_score(x, x_gt, reference, dists, field.data_range, gt_dist, labelled)}
             result.rows.append(row)
             say(f"{label} @ {nfe}: rmse {row['rmse']}")
 
@@ -379,7 +411,7 @@ def sweep(field, cfg: SweepConfig = SweepConfig(), reference: Optional[Tensor] =
                    + sum(st["iterations"] for st in getattr(res, "stages", [])),
                    "curve": training_curve(res),
                    "best_val": res.best, "init_val": res.init, "diverged": getattr(res, "diverged", None),
-                   **_score(x, x_gt, reference, dists, field.data_range, gt_dist)}
+                   **_score(x, x_gt, reference, dists, field.data_range, gt_dist, labelled)}
             result.rows.append(row)
             say(f"{family} @ {nfe}: trained {row['train_iters']} it in {res.elapsed:.1f} s, rmse {row['rmse']}")
     return result

@@ -132,12 +132,45 @@ def data_comparison(field, gt: GTSamples, seed: int = 0) -> Optional[dict]:
     except (ValueError, KeyError):
         return None
     x = torch.from_numpy(np.asarray(gt.x)).double()
-    names = {"sw": "sliced Wasserstein", "energy": "energy distance", "fd": "Fréchet distance (digits classifier features)"}
+    classifier = "MNIST" if tuple(field.data_shape) == (1, 28, 28) else "digits"
+    names = {"sw": "sliced Wasserstein", "energy": "energy distance",
+             "fd": f"Fréchet distance ({classifier} classifier features, not Inception FID)"}
     rows = []
     for key, fn in distance_metrics(tuple(field.data_shape)).items():
         rows.append({"distance": names.get(key, key), "GT vs data": float(fn(x, data.double())),
                      "data vs data (same size)": float(fn(other.double(), data.double()))})
     return {"data": data.cpu().numpy(), "rows": rows}
+
+
+@torch.no_grad()
+def image_scores(field, runs: list[Run], seed: int = 0) -> Optional[list[dict]]:
+    """For 28x28 MNIST models, each run's sample set scored by the shipped MNIST classifier
+    (core.report's scores): legibility (the fraction of samples it reads as their conditioning
+    label; class-conditional models) and the Frechet distance of its features to as many fresh
+    data images (not Inception FID), also as % of GT's own distance (the first run). None for other
+    models. Rows: {"solver", "legibility", "fd", "pct_fd"} (a missing score is absent)."""
+    from core.metrics import percent_of_gt
+    from core.report import distance_metrics, label_scores, reference_samples
+
+    if tuple(field.data_shape) != (1, 28, 28) or not runs:
+        return None
+    n = len(runs[0].x)
+    fd = distance_metrics(tuple(field.data_shape)).get("fd")
+    try:
+        reference = reference_samples(field, n, seed)
+    except (ValueError, KeyError):
+        reference = None
+    labelled = label_scores(field, n)
+    rows, gt_fd = [], None
+    for k, r in enumerate(runs):
+        x = torch.from_numpy(np.nan_to_num(np.asarray(r.x, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0))
+        row = {"solver": r.label, **{name: fn(x) for name, fn in labelled.items()}}
+        if reference is not None and fd is not None:
+            row["fd"] = fd(x, reference)
+            gt_fd = row["fd"] if k == 0 else gt_fd
+            row["pct_fd"] = percent_of_gt(row["fd"], gt_fd)
+        rows.append(row)
+    return rows
 
 
 @dataclass

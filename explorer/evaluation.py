@@ -13,17 +13,23 @@ from __future__ import annotations
 from core.report import EVAL_SEED_OFFSET
 
 EVAL_SEED = EVAL_SEED_OFFSET  # 7919, the seed of core.report's (the CLI's) evaluation noise
-SIZES = {"2-D": 1000, "image": 100, "other": 256}  # samples in the set, by kind of data
+SIZES = {"2-D": 1000, "image": 100, "large image": 30, "other": 256}  # samples in the set, by kind of data
+LARGE_IMAGE = 256  # images with more numbers than this (28x28 MNIST: 784) are "large": a U-Net's GT is costly
 
 
 def kind(field) -> str:
     shape = tuple(field.data_shape)
-    return "2-D" if shape == (2,) else "image" if len(shape) == 3 else "other"
+    if shape == (2,):
+        return "2-D"
+    if len(shape) == 3:
+        return "large image" if shape[0] * shape[1] * shape[2] > LARGE_IMAGE else "image"
+    return "other"
 
 
 def size(field) -> int:
     """How many noise samples the model's evaluation set holds (GT solves dominate its cost:
-    ~1-2 s for 1000 2-D points or 100 digits on one core)."""
+    ~1-2 s for 1000 2-D points or 100 digits on one core; for 30 MNIST images through a U-Net,
+    ~30 s (about 260 NFE), once: explorer/gtcache.py keeps them on disk)."""
     return SIZES[kind(field)]
 
 

@@ -166,22 +166,40 @@ def _tile(images: np.ndarray, cols: int) -> np.ndarray:
     return out
 
 
+IMAGE_GRID_WIDTH = 900  # px a chart gets in the app beside the sidebar (about 940 measured at a 1400 px window)
+
+
 def image_grids(panels: Mapping[str, np.ndarray], title: str, subtitles: Optional[Mapping[str, str]] = None,
-                cols: int = 4, value_range: tuple[float, float] = (-1.0, 1.0)) -> go.Figure:
-    """One image mosaic per entry: images (N, C, H, W) with values in value_range."""
+                cols: int = 4, value_range: tuple[float, float] = (-1.0, 1.0),
+                per_row: Optional[int] = None) -> go.Figure:
+    """One image mosaic per entry: images (N, C, H, W) with values in value_range, `cols` images
+    per mosaic row. per_row: at most this many mosaics side by side (the rest wrap onto further
+    rows, each row as tall as its mosaics need: 28x28 digits stay readable); default all in one
+    row of fixed height."""
     names = list(panels)
     titles = [f"{n}<br><sup>{subtitles[n]}</sup>" if subtitles and n in subtitles else n for n in names]
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=titles, horizontal_spacing=0.02)
+    per_row = max(1, min(per_row or len(names), len(names)))
+    n_rows = math.ceil(len(names) / per_row)
+    tiles = {n: _tile(panels[n], cols) for n in names}
+    head = 70 if subtitles else 35  # px for a row's panel titles
+    fig = make_subplots(rows=n_rows, cols=per_row, subplot_titles=titles, horizontal_spacing=0.02,
+                        vertical_spacing=min(0.3, head / max(1, 130 * n_rows)) if n_rows > 1 else 0.0)
     for i, n in enumerate(names):
-        fig.add_heatmap(z=_tile(panels[n], cols)[::-1], colorscale="gray_r", zmin=value_range[0],
-                        zmax=value_range[1], showscale=False, name=n, row=1, col=i + 1,
+        r, c = divmod(i, per_row)
+        fig.add_heatmap(z=tiles[n][::-1], colorscale="gray_r", zmin=value_range[0],
+                        zmax=value_range[1], showscale=False, name=n, row=r + 1, col=c + 1,
                         hovertemplate="pixel value %{z:.2f}<extra>" + n + "</extra>")
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x")
     for i in range(2, len(names) + 1):
-        fig.update_yaxes(scaleanchor=f"x{i}", row=1, col=i)
+        fig.update_yaxes(scaleanchor=f"x{i}", row=(i - 1) // per_row + 1, col=(i - 1) % per_row + 1)
     fig.update_layout(showlegend=False)
-    return _layout(fig, title, height=360, top=100 if subtitles else 60)
+    if per_row == len(names):
+        height = 360
+    else:  # each row as tall as its mosaics at the width they get
+        aspect = max(t.shape[0] / t.shape[1] for t in tiles.values())
+        height = int(n_rows * (IMAGE_GRID_WIDTH / per_row * aspect + head) + 60)
+    return _layout(fig, title, height=height, top=100 if subtitles else 60)
 
 
 # ------------------------------------------------------------------------------------------

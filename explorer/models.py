@@ -81,11 +81,39 @@ def _is_model_file(p: Path) -> bool:
     return header.get("kind") == "model"
 
 
+def _is_pipeline_folder(p: Path) -> bool:
+    return p.is_dir() and (p / "model_index.json").is_file()
+
+
 def shipped_files() -> list[Path]:
-    """Model checkpoints under assets/ (sorted, so the default is stable)."""
+    """Model checkpoints under assets/ and the diffusers pipeline folders directly in it (sorted,
+    so the default is stable). Nothing is imported or loaded for a folder here: diffusers is
+    imported only when one is picked."""
     if not ASSETS.is_dir():
         return []
-    return sorted(p for p in ASSETS.rglob("*") if p.is_file() and p.suffix in MODEL_SUFFIXES and _is_model_file(p))
+    folders = [p for p in ASSETS.iterdir() if _is_pipeline_folder(p)]
+    files = [p for p in ASSETS.rglob("*") if p.is_file() and p.suffix in MODEL_SUFFIXES
+             and not any(f in p.parents for f in folders) and _is_model_file(p)]
+    return sorted(files + folders)
+
+
+SOLVER_SUFFIXES = (".bespoke", ".safetensors")
+
+
+def shipped_solver_files(key: str) -> list[tuple[Path, Optional[Path]]]:
+    """The learned solvers shipped with a shipped pipeline folder (key "shipped:<folder>"):
+    (solver file, its training-curve file or None) for each file in <folder>/solvers/, sorted.
+    The curve is <same stem>.history.json (core/history.py)."""
+    source, _, name = key.partition(":")
+    folder = ASSETS / name / "solvers"
+    if source != "shipped" or not folder.is_dir():
+        return []
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix in SOLVER_SUFFIXES:
+            hist = p.with_name(p.stem + ".history.json")
+            out.append((p, hist if hist.is_file() else None))
+    return out
 
 
 def _pretty(stem: str) -> str:
@@ -134,7 +162,7 @@ def load_entry(key: str, raw: Optional[bytes] = None) -> VelocityField:
         return analytic_field(name)
     if source == "shipped":
         path = ASSETS / name
-        if not path.is_file():
+        if not path.is_file() and not _is_pipeline_folder(path):
             raise ModelLoadError(f"shipped model {name!r} is missing from {ASSETS}")
         return load_checkpoint(str(path), name)
     if source == "folder":
@@ -186,7 +214,8 @@ def describe(field: VelocityField, label: str = "") -> dict:
         "data": data_name,
         "sample shape": " x ".join(str(d) for d in field.data_shape),
         "Gaussian path": field.path.name if field.path is not None else "none",
-        "prediction type": getattr(field, "prediction", None) or meta.get("prediction", "?"),
+        "prediction type": (getattr(field, "prediction", None) or meta.get("prediction")
+                            or getattr(getattr(field, "convention", None), "prediction_type", None) or "?"),
         "architecture": arch,
         "parameters": f"{n_params:,}" if isinstance(n_params, int) else "?",
         "classes": str(cond.get("num_classes")) if isinstance(cond, dict) else "unconditional",

@@ -18,7 +18,7 @@ import streamlit as st
 from core.solvers.learned import LearnedSolver, solver_to_bytes
 
 from . import jobs as jobs_mod
-from .models import ModelEntry, ModelLoadError, catalogue, load_entry, upload_key
+from .models import ModelEntry, ModelLoadError, catalogue, load_entry, shipped_solver_files, upload_key
 
 MODEL_KEY = "model_key"
 UPLOADS = "uploaded_models"  # key -> (file name, bytes)
@@ -29,6 +29,7 @@ BENCHMARKS = "benchmarks"  # list[dict]: finished benchmark runs
 KEPT = "_kept_widgets"  # widget values kept across page switches
 GUIDANCE = "guidance"  # model key -> the classifier-free guidance scale chosen for it
 SOLVER_NUMBER = "solver_number"  # how many solvers this session has numbered (#1, #2, ...)
+HIDDEN = "hidden_shipped"  # ids of shipped solvers this session removed from its list
 
 _solver_ids = itertools.count(1)
 
@@ -72,7 +73,7 @@ def init() -> None:
     """Create the session's keys once (safe to call on every run)."""
     ss = st.session_state
     for key, default in ((UPLOADS, {}), (SOLVERS, []), (JOBS, []), (ABLATIONS, []), (BENCHMARKS, []), (KEPT, {}),
-                         (GUIDANCE, {}), (SOLVER_NUMBER, 0)):
+                         (GUIDANCE, {}), (SOLVER_NUMBER, 0), (HIDDEN, set())):
         if key not in ss:
             ss[key] = default
     if MODEL_KEY not in ss:
@@ -183,11 +184,47 @@ def add_upload(name: str, raw: bytes) -> str:
 # Solvers and jobs
 # ------------------------------------------------------------------------------------------
 
+@st.cache_resource(max_entries=12, show_spinner="Loading the model's shipped solvers...")
+def _shipped_solvers(key: str, guidance: Optional[float], _field) -> list[SolverEntry]:
+    """The learned solvers shipped with a model (explorer.models.shipped_solver_files), loaded for
+    this field (a solver for another guidance scale is left out), with their training curves.
+    Shared by every session (loaded once per process)."""
+    from core.checkpoint import CheckpointError
+    from core.history import load_history
+    from core.solvers.learned import load_solver
+
+    out = []
+    for path, hist_path in shipped_solver_files(key):
+        try:
+            solver, header = load_solver(str(path), field=_field)
+        except (CheckpointError, ValueError):
+            continue  # made for another guidance scale (or damaged): not offered for this field
+        history, summary = load_history(hist_path) if hist_path is not None else ([], {})
+        extra = header.get("train") if isinstance(header.get("train"), dict) else {}
+        summary = summary or extra
+        family = getattr(solver, "family_name", solver.family)
+        out.append(SolverEntry(f"shipped {family} NFE {solver.nfe}", solver, _field.model_id, _field.guidance_scale,
+                               "shipped", spec=header, best=dict(summary.get("best") or {}), history=history,
+                               summary=summary, note=f"shipped with the model: {path.name}"))
+    return out
+
+
+def shipped_solvers(field) -> list[SolverEntry]:
+    """The current model's shipped solvers for `field`, less those this session removed."""
+    key = model_key()
+    if not key.startswith("shipped:") or not shipped_solver_files(key):
+        return []
+    hidden = st.session_state.get(HIDDEN, set())
+    return [s for s in _shipped_solvers(key, field.guidance_scale, field) if s.id not in hidden]
+
+
 def solvers(field=None) -> list[SolverEntry]:
-    """The session's solvers; with `field`, only those made for that model and guidance scale."""
+    """The session's solvers; with `field`, only those made for that model and guidance scale,
+    the model's shipped solvers first."""
     rows = st.session_state[SOLVERS]
     if field is None:
         return list(rows)
+    rows = shipped_solvers(field) + list(rows)
     return [s for s in rows if s.model_id == field.model_id and s.guidance == field.guidance_scale]
 
 
@@ -205,6 +242,7 @@ def add_solver(entry: SolverEntry) -> SolverEntry:
 
 def remove_solver(entry_id: int) -> None:
     st.session_state[SOLVERS] = [s for s in st.session_state[SOLVERS] if s.id != entry_id]
+    st.session_state.setdefault(HIDDEN, set()).add(entry_id)  # a shipped one stays out of this session's list
 
 
 def session_jobs(kind: Optional[str] = None, model_key_: Optional[str] = None) -> list[jobs_mod.Job]:

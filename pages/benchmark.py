@@ -20,11 +20,15 @@ available = compute.available_baselines(field)
 # Defaults per kind of model (kept per kind: 512 samples chosen on a 2-D model must not carry
 # over to digits, where they cost ~40 s): the evaluation set's size, fewer NFEs for images.
 kind = evaluation.kind(field)
-DEFAULT_NFES = {"image": "2, 4, 6, 8, 10, 12, 16, 20"}.get(kind, "2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 16, 17, 20")
+DEFAULT_NFES = {"image": "2, 4, 6, 8, 10, 12, 16, 20", "large image": "4, 8, 16"}.get(
+    kind, "2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 16, 17, 20")
+# A U-Net on 28x28 images costs ~0.3 s per NFE here: three solvers by default, the rest one click away.
+LARGE_DEFAULT = [s for s in ("euler", "midpoint", "dpm++2m") if s in available]
 c1, c2, c3 = st.columns([3, 2, 1])
 with c1:
-    names = st.multiselect("Built-in solvers", available, key=state.kept("bench.solvers", list(available)),
-                           format_func=compute.solver_label)
+    names = st.multiselect("Built-in solvers", available, format_func=compute.solver_label,
+                           key=state.kept("bench.solvers.large", LARGE_DEFAULT) if kind == "large image"
+                           else state.kept("bench.solvers", list(available)))
 with c2:
     nfe_text = st.text_input("NFEs", key=state.kept(f"bench.nfes.{kind}", DEFAULT_NFES))
 with c3:

@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from explorer import cached, evaluation, figures, state, ui
+from explorer import cached, compute, evaluation, figures, state, ui
 from explorer.models import (MAX_UPLOAD_MB, UPLOAD_LIMIT_LABEL, ModelLoadError, describe, folder_key, is_2d, is_image,
                              load_folder, upload_key)
 
@@ -16,6 +16,11 @@ ui.header(
     "pick a model here; every other page works on it. The GT samples below come from an adaptive "
     "solver (dopri5, hundreds of evaluations): the target every cheap solver is measured against.",
 )
+
+def _classifier_accuracy() -> float:
+    from core.features_mnist import load_classifier
+    return float(load_classifier().info.get("test_accuracy", float("nan")))
+
 
 # --- Pick or upload -------------------------------------------------------------------------
 rows = state.entries()
@@ -107,8 +112,9 @@ if versus is not None:
     subtitles["data (training distribution)"] = f"{n} fresh samples of the data set"
 if is_image(field):
     labels_note = " (GT row-major, classes cycling 0, 1, 2, ...)" if getattr(field, "num_classes", 0) else ""
+    large = evaluation.kind(field) == "large image"  # 28x28: one grid a row, at a readable size
     st.plotly_chart(figures.image_grids(panels, f"What the model makes and what it learned from{labels_note}",
-                                        subtitles, cols=10), key="model.gt")
+                                        subtitles, cols=10, per_row=1 if large else None), key="model.gt")
 elif is_2d(field):
     st.plotly_chart(figures.scatter_2d(panels, "What the model makes and what it learned from", subtitles),
                     key="model.gt")
@@ -122,4 +128,9 @@ if versus is not None:
 else:
     st.caption("This model's checkpoint does not name a data set this app can sample, so its GT samples cannot be "
                "compared with its data.")
+legible = compute.image_scores(field, [compute.Run(compute.GT_LABEL, gt.nfe, gt.x)])
+if legible and "legibility" in legible[0]:
+    st.caption(f"Legibility of the GT samples: the shipped MNIST classifier reads {legible[0]['legibility']:.0%} of "
+               f"them as the digit they were asked for (its own accuracy on held-out real images: "
+               f"{_classifier_accuracy():.1%}).")
 st.caption(f"GT samples: {evaluation.describe(field)}, so samples, paths and errors line up across pages.")

@@ -57,12 +57,32 @@ result = cached.samples(state.field_key(), tuple(keys), n, seed, field, runs)
 panels = {r.label: r.x for r in result}
 subtitles = {r.label: (f"NFE {r.nfe} (adaptive)" if r.label == compute.GT_LABEL else
                        f"NFE {r.nfe} · {ui.metric_line(r.rmse, r.psnr)}") for r in result}
+large = evaluation.kind(field) == "large image"  # 28x28: two grids a row, so the digits stay readable
 if image:
-    st.plotly_chart(figures.image_grids(panels, "Samples per solver", subtitles, cols=10), key="samples.fig")
+    st.plotly_chart(figures.image_grids(panels, "Samples per solver", subtitles, cols=10, per_row=2 if large else None),
+                    key="samples.fig")
 elif is_2d(field):
     st.plotly_chart(figures.scatter_2d(panels, "Samples per solver", subtitles), key="samples.fig")
 st.caption(f"Every panel: {evaluation.describe(field)}.")
-st.dataframe([{"solver": r.label, "NFE": r.nfe, "RMSE to GT": r.rmse, "PSNR to GT (dB)": r.psnr}
-              for r in result[1:]], hide_index=True, key="samples.table")
+scores = {r["solver"]: r for r in compute.image_scores(field, result) or []}
+table = []
+for r in result[1:]:
+    row = {"solver": r.label, "NFE": r.nfe, "RMSE to GT": r.rmse, "PSNR to GT (dB)": r.psnr}
+    sc = scores.get(r.label, {})
+    if "legibility" in sc:
+        row["legibility"] = sc["legibility"]
+    if "fd" in sc:
+        row["FD (not Inception)"], row["FD, % of GT"] = sc["fd"], sc["pct_fd"]
+    table.append(row)
+st.dataframe(table, hide_index=True, key="samples.table")
+if scores:
+    gt_sc = scores.get(compute.GT_LABEL, {})
+    st.caption("Legibility: the fraction of a solver's samples that the shipped MNIST classifier "
+               "(assets/mnist_classifier.safetensors) reads as the digit they were asked for"
+               + (f" (GT samples: {gt_sc['legibility']:.0%})" if "legibility" in gt_sc else "")
+               + ". FD (not Inception): the Fréchet distance between that classifier's features of the samples and of "
+               f"{n} real MNIST images, **not Inception FID**; with {n} samples it is dominated by sampling noise, so "
+               "compare it with GT's own (% of GT"
+               + (f"; GT: {gt_sc['fd']:.3g}" if "fd" in gt_sc else "") + "), not with published FIDs.")
 if not all(np.isfinite([r.rmse for r in result[1:]])):
     st.warning("A solver produced non-finite samples at this NFE.")

@@ -65,3 +65,9 @@ elif compute.is_ns_params(params):
                     key="schedules.pre")
 else:
     st.warning(f"{entry.label}: no schedule view for solver family {entry.family!r}.")
+
+if entry.history:  # trained in this session, or shipped with its training curve (core/history.py)
+    st.plotly_chart(figures.training_curves(entry.history, entry.family), key="schedules.curve")
+    st.caption(f"How {entry.label} was trained: its loss at every iteration and its validation RMSE / PSNR on its "
+               "run's own held-out noise" + (" (the curve shipped with the model's solver)" if entry.source == "shipped"
+                                             else "") + ".")

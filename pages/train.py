@@ -67,12 +67,19 @@ with c2:
 with c3:
     lr = st.number_input("Learning rate (Adam)", 1e-5, 1.0, step=1e-3, format="%.4f", key=state.kept("train.lr", CFG0.lr))
     iters = st.number_input("Iterations", 1, 20000, step=50, key=state.kept("train.iters", CFG0.iters))
-with st.expander("Budget: batch, GT paths, validation, seed"):
+# A U-Net on 28x28 images spends seconds per GT path on a CPU: smaller GT budgets there (kept apart).
+LARGE = evaluation.kind(field) == "large image"
+BUDGET0, SUFFIX = ((64, 256, 128), ".large") if LARGE else ((CFG0.batch_size, CFG0.n_train, CFG0.n_val), "")
+with st.expander("Budget: batch, GT paths, validation, seed", expanded=LARGE):
+    if LARGE:
+        st.caption("A 28x28 U-Net: its GT paths cost seconds each on a CPU, so the defaults here are smaller than "
+                   f"the library's ({CFG0.n_train} GT paths, {CFG0.n_val} validation samples).")
     b1, b2, b3, b4, b5 = st.columns(5)
-    batch = b1.number_input("Batch size", 8, 4096, step=64, key=state.kept("train.batch", CFG0.batch_size))
-    n_train = b2.number_input("GT paths to train on", 16, 20000, step=256, key=state.kept("train.n_train", CFG0.n_train),
+    batch = b1.number_input("Batch size", 8, 4096, step=64, key=state.kept("train.batch" + SUFFIX, BUDGET0[0]))
+    n_train = b2.number_input("GT paths to train on", 16, 20000, step=256,
+                              key=state.kept("train.n_train" + SUFFIX, BUDGET0[1]),
                               help="Noise samples whose adaptive-solver (dopri5) paths are solved once, before training.")
-    n_val = b3.number_input("Validation samples", 8, 4096, step=64, key=state.kept("train.n_val", CFG0.n_val),
+    n_val = b3.number_input("Validation samples", 8, 4096, step=64, key=state.kept("train.n_val" + SUFFIX, BUDGET0[2]),
                             help="Held-out noise: the curves' validation RMSE / PSNR to GT, and the best solver kept.")
     val_every = b4.number_input("Validate every", 1, 1000, step=5, key=state.kept("train.val_every", CFG0.val_every))
     seed = b5.number_input("Seed", 0, 10_000, step=1, key=state.kept("train.seed", CFG0.seed))

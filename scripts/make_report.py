@@ -37,8 +37,15 @@ COMMAND = "python scripts/make_report.py"
 
 
 def shipped_models() -> list[Path]:
+    """Model checkpoints in assets/ and the diffusers pipeline folders there (assets/mnist_fm-ot)."""
     out = []
-    for p in sorted((ROOT / "assets").glob("*.safetensors")):
+    for p in sorted((ROOT / "assets").iterdir()):
+        if p.is_dir():
+            if (p / "model_index.json").is_file():
+                out.append(p)
+            continue
+        if p.suffix != ".safetensors":
+            continue
         try:
             checkpoint.load(p, kind="model")
         except checkpoint.CheckpointError:
@@ -134,6 +141,19 @@ def distance_sentences(res: SweepResult, m: str) -> str:
     else:
         s2 = "No solver gets within 110 % of GT in this sweep."
     return f"{s1} {s2}"
+
+
+def legibility_sentences(res: SweepResult) -> str:
+    """What the legibility table says (class-conditional 28x28 models)."""
+    hi = res.nfes[-1]
+    rows = [r for r in res.rows if r["nfe_target"] == hi and r.get("legibility") is not None]
+    s1 = (f"The shipped MNIST classifier reads {100 * res.gt['legibility']:.0f} % of the GT samples as the digit they "
+          "were asked for (its own accuracy on 1,000 held-out real images is in assets/README.md).")
+    if not rows:
+        return s1
+    best, worst = max(rows, key=lambda r: r["legibility"]), min(rows, key=lambda r: r["legibility"])
+    return (f"{s1} At NFE {hi}: {_n(best['solver'])} {100 * best['legibility']:.0f} % (the most legible), "
+            f"{_n(worst['solver'])} {100 * worst['legibility']:.0f} % (the least).")
 
 
 def training_sentences(res: SweepResult) -> str:
@@ -326,7 +346,8 @@ def model_section(name: str, res: SweepResult, rel_dir: str) -> str:
             ""]
     body = []
     for metric, sentences in [("rmse", rmse_sentences(res)), ("psnr", psnr_sentences(res))] + \
-            [(d, distance_sentences(res, d)) for d in res.distances]:
+            [(d, distance_sentences(res, d)) for d in res.distances] + \
+            [(m, legibility_sentences(res)) for m in res.scores]:
         body.append(res.to_markdown([metric]))
         body.append(sentences + "\n")
         body.append(f"![{METRIC_LABELS.get(metric, metric)}]({rel_dir}/{name}_{metric}.svg)\n")
@@ -387,6 +408,9 @@ def budget_line(meta: dict) -> str:
     c = meta["config"]
     scope = meta.get("scope")
     head = f"Scope: {scope}. " if scope else ""
+    if meta.get("kept"):
+        head += (f"The sections of {', '.join(meta['kept'])} come from an earlier run of this script (their budgets are "
+                 "in their own `docs/results/<model>.json`, under \"config\"); the budget below is the latest run's. ")
     if c.get("train_defaults"):
         t = c["train_config"]
         sched = (f"{t['lr_schedule']} schedule" if t["lr_schedule"] != "auto" else
@@ -416,7 +440,11 @@ def write_report(results: dict[str, SweepResult], out: Path, meta: dict, check: 
              "samples with fresh samples of the training data: sliced Wasserstein (\"sw\") and energy distance for "
              "2-D data; for digits a Frechet distance in the feature space of a small digits classifier "
              "(`assets/digits_classifier.safetensors`, trained by `scripts/train_digits_classifier.py`). "
-             "**That digits FD is not Inception FID** and is not comparable with published FID numbers. "
+             "**That digits FD is not Inception FID** and is not comparable with published FID numbers; 28x28 MNIST "
+             "gets the same Frechet distance in the features of a small MNIST classifier "
+             "(`assets/mnist_classifier.safetensors`, `scripts/train_mnist_classifier.py`), **not Inception FID** "
+             "either, and its class-conditional model a legibility score: the fraction of samples that classifier "
+             "reads as the digit they were asked for. "
              "GT's own distance is the floor; \"% of GT\" = solver / GT x 100, as in the papers' \"GT-FID / %\". "
              "A cell \"(@n)\" ran at NFE n: RK4 needs a multiple of 4 and EDM an odd NFE, so they run at the "
              "largest valid NFE below the column's. Bold: best in the column. DPM-Solver++(2M) runs on its better "
@@ -446,7 +474,11 @@ def main(argv=None):
     ap.add_argument("--n-samples", type=int, default=1000)
     ap.add_argument("--train-iters", type=int, default=None,
                     help="a fixed number of Adam iterations per learned solver (default: the CLI's TrainConfig recipe)")
-    ap.add_argument("--train-n", type=int, default=512, help="GT paths / pairs per learned solver (default 512)")
+    ap.add_argument("--train-n", type=int, default=None,
+                    help="GT paths / pairs per learned solver (default: 512 with --train-iters, else TrainConfig's)")
+    ap.add_argument("--train-val", type=int, default=None,
+                    help="held-out validation samples per learned solver with the default recipe (default: "
+                         "TrainConfig's; set with --train-n for costly models such as the MNIST U-Net)")
     ap.add_argument("--train-batch", type=int, default=128, help="batch per iteration (default 128)")
     ap.add_argument("--learned", nargs="*", default=list(LEARNED))
     ap.add_argument("--device", default="cpu")
@@ -471,11 +503,26 @@ def main(argv=None):
         models = [Path(p) for p in args.models] if args.models else shipped_models()
         if not models:
             raise SystemExit("no model checkpoints found in assets/")
+        from core.train import TrainConfig
+        paths = None
+        if args.train_iters is None and (args.train_n is not None or args.train_val is not None):
+            paths = (args.train_n or TrainConfig().n_train, args.train_val or TrainConfig().n_val)
         cfg = SweepConfig(solvers=DEFAULT_SOLVERS, learned=tuple(args.learned), nfes=tuple(args.nfe),
-                          n_samples=args.n_samples, train_iters=args.train_iters or 100, train_n=args.train_n,
-                          train_batch=args.train_batch, train_defaults=args.train_iters is None,
-                          device=args.device)
+                          n_samples=args.n_samples, train_iters=args.train_iters or 100,
+                          train_n=args.train_n or 512, train_batch=args.train_batch,
+                          train_defaults=args.train_iters is None, train_paths=paths, device=args.device)
         t0 = time.perf_counter()
+        kept = []  # models of earlier runs that this one does not redo: their rows stay in the report
+        if meta_path.exists():
+            try:
+                earlier = json.loads(meta_path.read_text())
+            except ValueError:
+                earlier = {}
+            redo = {Path(p).stem for p in models}
+            for name in earlier.get("models", []):
+                if name not in redo and (res_dir / f"{name}.json").exists():
+                    results[name] = SweepResult.from_dict(json.loads((res_dir / f"{name}.json").read_text()))
+                    kept.append(name)
         for path in models:
             name = path.stem
             field = load_model(path)
@@ -484,24 +531,27 @@ def main(argv=None):
             res.model["file"] = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
             res.to_json(res_dir / f"{name}.json")
             results[name] = res
-        meta = {"models": list(results), "seconds": time.perf_counter() - t0, "torch": torch.__version__,
+        meta = {"models": list(results), "kept": kept, "seconds": time.perf_counter() - t0, "torch": torch.__version__,
                 "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)"
                 if args.device == "cpu" else args.device, "config": {k: getattr(cfg, k) for k in
                                                                      ("n_samples", "train_iters", "train_n", "train_batch", "seed",
                                                                       "train_defaults")}}
         if cfg.train_defaults:
             from dataclasses import asdict
-            from core.train import TrainConfig
             meta["config"]["train_config"] = asdict(TrainConfig())
+            if paths is not None:
+                meta["config"]["train_config"].update(n_train=paths[0], n_val=paths[1],
+                                                      batch_size=min(TrainConfig().batch_size, paths[0]))
         if args.models or args.nfe != [4, 8, 16] or list(args.learned) != list(LEARNED):
-            meta["scope"] = (f"models {', '.join(results)}; NFE {', '.join(map(str, args.nfe))}; learned "
+            meta["scope"] = (f"models {', '.join(n for n in results if n not in kept)}; NFE {', '.join(map(str, args.nfe))}; learned "
                              f"{', '.join(args.learned) or 'none'} (reduced from every shipped model, NFE 4, 8, 16 and "
                              f"every learned family to fit the machine time available)")
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     budget_file = ROOT / "assets" / f"{BUDGET_MODEL}.safetensors"
     if args.train_iters is None and not args.from_json and not args.budget_check_only:
         check_path.unlink(missing_ok=True)  # the report itself runs the default budget: no separate check
-    elif not args.from_json and BUDGET_MODEL in results and budget_file.exists():
+    elif (not args.from_json and BUDGET_MODEL in results and budget_file.exists()
+          and (args.budget_check_only or BUDGET_MODEL not in meta.get("kept", []))):  # not for a kept model
         print(f"== budget check on {BUDGET_MODEL}", flush=True)
         budget_check(budget_file, args.device).to_json(check_path)
     check = SweepResult.from_dict(json.loads(check_path.read_text())) if check_path.exists() else None

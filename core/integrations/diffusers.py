@@ -333,6 +333,40 @@ def is_pipeline_folder(src) -> bool:
 
 
 TEXT_CONDITIONED = ("SD3Transformer2DModel", "FluxTransformer2DModel", "UNet2DConditionModel")
+FACTS_FILE = "bespoke.json"  # this project's facts and defaults next to a pipeline it ships (scripts/make_mnist.py)
+MAX_FACTS_BYTES = 64 * 1024
+
+
+def pipeline_facts(folder) -> dict:
+    """The folder's bespoke.json (a pipeline this project made: build facts and the defaults the
+    app uses: guidance_scale, data_range), checked; {} when the folder has none. A file that is
+    too big, not a JSON object, or with a default out of range raises ValueError (one line)."""
+    p = Path(folder) / FACTS_FILE
+    if not p.is_file():
+        return {}
+    if p.stat().st_size > MAX_FACTS_BYTES:
+        raise ValueError(f"{str(p)!r} is over {MAX_FACTS_BYTES} bytes: not a facts file")
+    try:
+        facts = json.loads(p.read_text(), parse_constant=lambda c: float("nan"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {str(p)!r}: {e}") from None
+    if not isinstance(facts, dict):
+        raise ValueError(f"{str(p)!r} must hold a JSON object, got {type(facts).__name__}")
+    for key, lo, hi in (("guidance_scale", 0.0, 100.0), ("data_range", 1e-6, 1e6)):
+        v = facts.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
+            raise ValueError(f"{str(p)!r}: {key} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+    return facts
+
+
+def _data_name(facts: dict, shape: tuple, fallback: str) -> str:
+    """The data set a pipeline was trained on, when it is one of core.data's (so the report and
+    the app can compare its samples with real ones): bespoke.json's "dataset", or the first part
+    of its "name" (<data>_<path>, as the shipped models are named); else the folder's name."""
+    from ..data import DATASETS
+    name = facts.get("dataset") or str(facts.get("name", "")).split("_")[0]
+    spec = DATASETS.get(name) if isinstance(name, str) else None
+    return name if spec is not None and tuple(spec.shape) == tuple(shape) else fallback
 
 
 def field_from_pipeline(folder, guidance_scale: Optional[float] = None, device=None,
@@ -383,14 +417,26 @@ def field_from_pipeline(folder, guidance_scale: Optional[float] = None, device=N
     n_class = cfg.get("num_class_embeds") or 0
     num_classes = max(int(n_class) - 1, 0) if n_class else 0  # the last class embedding is the null class
     out_channels = channels if cfg.get("out_channels", channels) == 2 * channels else None
-    meta = {"file": os.fspath(folder), "arch": cls_name, "data": {"name": folder.name, "shape": list(shape)},
+    facts = pipeline_facts(folder)
+    meta = {"file": os.fspath(folder), "arch": cls_name, "data": {"name": _data_name(facts, shape, folder.name),
+                                                                  "shape": list(shape)},
             "pipeline": index.get("_class_name")}
+    if facts:
+        meta["bespoke"] = facts
+        if isinstance(facts.get("train_seconds"), (int, float)):
+            meta["training"] = {"seconds": float(facts["train_seconds"]), "steps": facts.get("steps"),
+                                "device": facts.get("device")}
+        if isinstance(facts.get("parameters"), int):
+            meta["parameters"] = facts["parameters"]
     if num_classes:
         meta["conditioning"] = {"num_classes": num_classes, "null_class": num_classes}
+        if guidance_scale is None:
+            guidance_scale = facts.get("guidance_scale")  # the folder's own default, if it has one
     if not num_classes and guidance_scale is not None:
         raise ValueError(f"guidance scale {guidance_scale!r} given, but this model is unconditional")
     field = as_velocity_field(model, folder / "scheduler", shape, guidance_scale=guidance_scale, labels=labels,
-                              num_classes=num_classes, out_channels=out_channels, meta=meta)
+                              num_classes=num_classes, out_channels=out_channels, meta=meta,
+                              data_range=facts.get("data_range", 2.0))
     with torch.no_grad():  # a probe: right shape, finite values
         x = torch.zeros((2, *shape))
         y = field(torch.tensor(0.5), x)
