@@ -130,7 +130,8 @@ def test_plateau_in_psnr_uses_the_same_relative_margin():
     the PSNR gain of an RMSE min_delta smaller; a non-finite reference accepts any value."""
     margin = -20 * math.log10(1 - 0.05)  # 0.4455 dB
     p = Plateau("max", 0.05, 40.0)
-    assert not p.update(40.0 + margin - 1e-6) and p.stale == 1
+    assert not p.update(40.0 - 20 * math.log10(1 - 0.05)) and p.stale == 1  # exactly the margin: not progress
+    assert not p.update(40.0 + margin - 1e-6) and p.stale == 2
     assert p.update(40.0 + margin + 1e-6) and p.stale == 0 and p.ref == pytest.approx(40.0 + margin)
     q = Plateau("min", 0.05, float("inf"))
     assert q.update(5.0) and q.ref == 5.0
