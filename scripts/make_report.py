@@ -222,10 +222,14 @@ def claims(res: SweepResult) -> list[tuple[str, str, str]]:
     rows = [r for r in res.rows if r["kind"] == "learned"]
     model_s = res.model.get("train_seconds")
     if rows and model_s:
-        pct = [100 * (r["train_seconds"] + r["gt_seconds"]) / model_s for r in rows]
+        gt_set = res.model.get("train_gt")  # a GT data set shared by the learned solvers: each is charged all of it
+        gt_s = gt_set["seconds"] if gt_set else 0.0
+        pct = [100 * (r["train_seconds"] + r["gt_seconds"] + gt_s) / model_s for r in rows]
         verdict = "agrees" if max(pct) <= 4 else "partly" if min(pct) <= 4 else "differs"
+        how = (f"GT included: the shared GT data set's {gt_s:.0f} s counted in full for each" if gt_set
+               else "GT included")
         out.append(("A learned solver costs about 1-4 % of the model's training time", verdict,
-                    f"{min(pct):.1f}-{max(pct):.1f} % here (CPU wall time, GT included)"))
+                    f"{min(pct):.1f}-{max(pct):.1f} % here (CPU wall time, {how})"))
     return out
 
 
@@ -423,10 +427,13 @@ def budget_line(meta: dict) -> str:
                 f"best validation checkpoint kept; {meta['machine']}. Wall-clock times (training seconds, the % of the "
                 f"model's training time) were measured on a machine shared with other jobs and run long under load; "
                 f"the iteration counts are the load-independent measure (`bench/bench_acceptance.py` prints both).")
+    pool = f"{c['train_n']} GT paths or pairs (+{c['train_n'] // 4} held out)"
+    if c.get("train_gt"):
+        pool = (f"the GT data set made once by `python -m core make-gt` (`scripts/make_mnist_solvers.py --stage gt`; its "
+                f"sizes, tolerances and solve time are under each model's \"train_gt\" in docs/results/<model>.json)")
     return (f"{head}Budget: {c['n_samples']} samples per solver; each learned solver trained from scratch per NFE "
-            f"for {c['train_iters']} Adam iterations (batch {c['train_batch']}) on {c['train_n']} GT paths or "
-            f"pairs (+{c['train_n'] // 4} held out), seed {c['seed']}, best validation checkpoint kept; "
-            f"{meta['machine']}.")
+            f"for {c['train_iters']} Adam iterations (batch {c['train_batch']}) on {pool}, seed {c['seed']}, "
+            f"best validation checkpoint kept; {meta['machine']}.")
 
 
 def write_report(results: dict[str, SweepResult], out: Path, meta: dict, check: SweepResult | None = None) -> None:
@@ -481,6 +488,9 @@ def main(argv=None):
                          "TrainConfig's; set with --train-n for costly models such as the MNIST U-Net)")
     ap.add_argument("--train-batch", type=int, default=128, help="batch per iteration (default 128)")
     ap.add_argument("--learned", nargs="*", default=list(LEARNED))
+    ap.add_argument("--train-gt", default=None, metavar="DIR",
+                    help="learned solvers train and validate on this GT data set (python -m core make-gt ... "
+                    "--store paths) instead of solving their own; its sizes replace --train-n / --train-val")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--from-json", action="store_true", help="only rewrite the markdown from saved JSON")
@@ -510,7 +520,8 @@ def main(argv=None):
         cfg = SweepConfig(solvers=DEFAULT_SOLVERS, learned=tuple(args.learned), nfes=tuple(args.nfe),
                           n_samples=args.n_samples, train_iters=args.train_iters or 100,
                           train_n=args.train_n or 512, train_batch=args.train_batch,
-                          train_defaults=args.train_iters is None, train_paths=paths, device=args.device)
+                          train_defaults=args.train_iters is None, train_paths=paths, device=args.device,
+                          train_gt=args.train_gt)
         t0 = time.perf_counter()
         kept = []  # models of earlier runs that this one does not redo: their rows stay in the report
         if meta_path.exists():
@@ -529,13 +540,19 @@ def main(argv=None):
             print(f"== {name}", flush=True)
             res = sweep(field, cfg, progress=lambda msg: print("  " + msg, flush=True))
             res.model["file"] = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+            if args.train_gt:  # the learned solvers trained on this make-gt data set: its size and solve time
+                man = json.loads((Path(args.train_gt) / "manifest.json").read_text())
+                sp = man["spec"]
+                res.model["train_gt"] = {"n_train": sp["n_train"], "n_val": sp["n_val"], "atol": sp["atol"],
+                                         "rtol": sp["rtol"], "dtype": sp["dtype"], "store": sp["store"],
+                                         "seconds": man["totals"]["seconds"], "nfe": man["totals"]["nfe"]}
             res.to_json(res_dir / f"{name}.json")
             results[name] = res
         meta = {"models": list(results), "kept": kept, "seconds": time.perf_counter() - t0, "torch": torch.__version__,
                 "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)"
                 if args.device == "cpu" else args.device, "config": {k: getattr(cfg, k) for k in
                                                                      ("n_samples", "train_iters", "train_n", "train_batch", "seed",
-                                                                      "train_defaults")}}
+                                                                      "train_defaults", "train_gt")}}
         if cfg.train_defaults:
             from dataclasses import asdict
             meta["config"]["train_config"] = asdict(TrainConfig())
@@ -556,7 +573,7 @@ def main(argv=None):
         budget_check(budget_file, args.device).to_json(check_path)
     check = SweepResult.from_dict(json.loads(check_path.read_text())) if check_path.exists() else None
     for name, res in results.items():
-        for metric in ["rmse", "psnr", *res.distances]:
+        for metric in ["rmse", "psnr", *res.distances, *res.scores]:
             (res_dir / f"{name}_{metric}.svg").write_text(sweep_svg(res, metric))
         if any(r.get("curve") for r in res.rows):
             (res_dir / f"{name}_convergence.svg").write_text(convergence_svg(res))

@@ -115,9 +115,11 @@ class GTPool:
         for chunk in torch.split(x0, round_to_period(batch_size, period)):
             res = gt_solve(u, chunk, atol=atol, rtol=rtol, t_eval=grid, dtype=dtype)
             xs = res.x  # (K, b, *D)
-            flat = rearrange(xs, "k b ... -> (k b) ...")
-            t_flat = grid.to(xs.dtype).to(xs.device).repeat_interleave(chunk.shape[0])
-            us = u(t_flat, flat).reshape(xs.shape)
+            # u at the grid, one time at a time: a batch of b rows, as in the solve (one call on all
+            # K * b rows held a U-Net's activations for 65x the batch: 22 GB for 250 MNIST paths)
+            tk = grid.to(xs.dtype).to(xs.device)
+            with torch.no_grad():
+                us = torch.stack([u(tk[k].expand(chunk.shape[0]), xs[k]) for k in range(xs.shape[0])])
             xs_all.append(xs)
             us_all.append(us)
             nfe += res.nfe + n_grid
