@@ -184,7 +184,8 @@ def run_target(target: str, args) -> float:
             names = select(allm, focus, args.sample, args.seed)
             sample_file.write_text("\n".join([tag, *names]) + "\n")
         done = mutant_names(work)  # mutmut re-runs every mutant it is named: name only the untested ones
-        names = [n for n in names if done.get(n) is None or (args.rerun_survivors and done.get(n) in SURVIVED | NO_TESTS)]
+        names = [n for n in names if (done.get(n) is None and not args.survivors_only)
+                 or ((args.rerun_survivors or args.survivors_only) and done.get(n) in SURVIVED | NO_TESTS)]
         if not names:
             print(f"[{target}] every selected mutant already has a result")
             return 0.0
@@ -261,6 +262,8 @@ def main(argv=None) -> int:
                    help="also test every mutant in these functions / classes / methods (e.g. lr_factor Plateau)")
     p.add_argument("--tests-from", metavar="GIT_REF", help="score the tests of that ref (e.g. main) on today's code")
     p.add_argument("--rerun-survivors", action="store_true", help="with --sample: test the survivors again (after new tests)")
+    p.add_argument("--survivors-only", action="store_true",
+                   help="with --sample / --focus: test only the last run's survivors again (not the untried)")
     p.add_argument("--report", action="store_true", help="only print the table of the last results")
     args = p.parse_args(argv)
     targets = args.targets or list(TARGETS)

@@ -140,3 +140,11 @@ def test_metadata_must_name_the_format_and_the_size_limit_is_inclusive(monkeypat
     monkeypatch.setattr(checkpoint, "MAX_FILE_BYTES", len(raw) - 1)
     with pytest.raises(CheckpointError, match=f"over the {len(raw) - 1}-byte limit"):
         checkpoint.loads(raw)
+
+
+def test_a_file_over_the_size_limit_is_named(tmp_path, monkeypatch):
+    f = tmp_path / "big.safetensors"
+    f.write_bytes(_small())
+    monkeypatch.setattr(checkpoint, "MAX_FILE_BYTES", 10)
+    with pytest.raises(CheckpointError, match=rf"^'{f}' is {f.stat().st_size} bytes, over the 10-byte limit$"):
+        checkpoint.load(f)

@@ -91,3 +91,17 @@ def test_a_scheme_moves_to_a_dtype_whole():
     assert f.name == s.name and (f.t.dtype, f.A.dtype, f.B.dtype) == (torch.float32,) * 3
     for a, b in ((f.t, s.t), (f.A, s.A), (f.B, s.B)):
         torch.testing.assert_close(a, b.float(), rtol=0, atol=0)
+
+
+def test_scheme_builder_refuses_a_state_that_uses_a_later_velocity():
+    from core.solvers.linear import SchemeBuilder
+    sb = SchemeBuilder(2)
+    u0 = sb.eval(0.0, sb.x0)
+    sb.eval(0.5, sb.x0 + u0 * 0.5)
+    with pytest.raises(RuntimeError, match="^scheme declared 2 evaluations but asks for more$"):
+        sb.eval(0.75, sb.x0)
+    from core.solvers.linear import Lin
+    sb = SchemeBuilder(2)
+    u0 = sb.eval(0.0, sb.x0)
+    with pytest.raises(RuntimeError, match="^a state may only depend on earlier velocities$"):
+        sb.eval(0.5, sb.x0 + u0 + Lin.u(1, 2))  # velocity 1 is the one this evaluation makes

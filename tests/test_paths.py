@@ -99,7 +99,7 @@ def test_discrete_vp_schedule_checks_name_the_problem():
     with pytest.raises(ValueError, match=r"^alphas_cumprod reaches 0 \(a zero-terminal-SNR schedule\): not supported$"):
         DiscreteVPPath(num_train_timesteps=200, trained_betas=[0.99] * 200)  # 0.01^200 underflows float32
     # 1 - 1e-12 == 1 in float32: the last step adds no noise (a later step, not only the first)
-    with pytest.raises(ValueError, match="the noise level must increase with the timestep"):
+    with pytest.raises(ValueError, match=r"^the noise level must increase with the timestep \(betas > 0\)$"):
         DiscreteVPPath(num_train_timesteps=3, trained_betas=[0.1, 0.1, 1e-12])
 
 
@@ -132,3 +132,28 @@ def test_st_map_times_are_clamped_to_the_unit_interval(f64):
     m = path_st_map(path, target, r)
     assert m.t[0] == 0.0 and m.t[-1] == 1.0 and 0 < m.t[1] < 1
     torch.testing.assert_close(m.t[1], raw[1])
+
+
+def test_discrete_vp_paths_round_trip_and_keep_float32_betas():
+    """to_dict / get_path keeps every field; trained betas are float32 like diffusers' whatever the
+    default dtype; snr_inverse clamps outside the schedule's range and computes in float64."""
+    from core.paths import DiscreteVPPath
+    for p in (DiscreteVPPath(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+              DiscreteVPPath(num_train_timesteps=4, trained_betas=[0.1, 0.2, 0.3, 0.4]), EDMPath(rho=5.0)):
+        q = get_path(p.to_dict())
+        assert q.to_dict() == p.to_dict() and type(q) is type(p)
+        t = torch.linspace(0, 1, 7, dtype=torch.float64)
+        torch.testing.assert_close(q.snr(t), p.snr(t), rtol=0, atol=0)
+    betas = [0.1, 0.2, 0.3, 0.4]
+    old = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        p64 = DiscreteVPPath(num_train_timesteps=4, trained_betas=betas)
+    finally:
+        torch.set_default_dtype(old)
+    p32 = DiscreteVPPath(num_train_timesteps=4, trained_betas=betas)
+    torch.testing.assert_close(p64.log_sigmas, p32.log_sigmas, rtol=0, atol=0)
+    p = DiscreteVPPath()
+    assert p.snr_inverse(torch.tensor([1e-12], dtype=torch.float64)).item() == 0.0  # below the schedule's SNR
+    rho = p.snr(torch.linspace(0.01, 0.99, 500, dtype=torch.float64)).float()
+    torch.testing.assert_close(p.snr_inverse(rho), p.snr_inverse(rho.double()).float(), rtol=0, atol=0)

@@ -130,7 +130,8 @@ def test_plateau_in_psnr_uses_the_same_relative_margin():
     the PSNR gain of an RMSE min_delta smaller; a non-finite reference accepts any value."""
     margin = -20 * math.log10(1 - 0.05)  # 0.4455 dB
     p = Plateau("max", 0.05, 40.0)
-    assert not p.update(40.0 + margin - 1e-6) and p.stale == 1
+    assert not p.update(40.0 - 20 * math.log10(1 - 0.05)) and p.stale == 1  # exactly the margin: not progress
+    assert not p.update(40.0 + margin - 1e-6) and p.stale == 2
     assert p.update(40.0 + margin + 1e-6) and p.stale == 0 and p.ref == pytest.approx(40.0 + margin)
     q = Plateau("min", 0.05, float("inf"))
     assert q.update(5.0) and q.ref == 5.0
@@ -316,3 +317,26 @@ def test_the_finetune_runs_on_the_final_rmse_loss_then_restores_the_loss(mixture
     assert final_rmse_finetune(solver, object(), cfg) is None  # BNS's objective has no loss_name
     obj.loss_name = "rmse-bound"
     assert final_rmse_finetune(solver, obj, replace(cfg, finetune_iters=0)) is None
+
+
+def test_the_finetune_rate_stop_and_spec():
+    """The fine-tune trains at lr * finetune_lr for finetune_iters, obeys the stop event and
+    records the spec it was given."""
+    import threading
+    from core.train import final_rmse_finetune
+
+    class Tunable(_ConstantGradient):
+        loss_name = "rmse-bound"
+
+    cfg = TrainConfig(lr=0.04, finetune_lr=0.25, finetune_iters=3, lr_schedule="constant", patience=0,
+                      grad_clip=0.0, val_every=1)
+    solver = BespokeSolver(1, 2)
+    before = solver.raw_s.detach().clone()
+    spec = SolverSpec("rk1-bespoke", 2, lipschitz=0.5)
+    tuned = final_rmse_finetune(solver, Tunable([1.0, 0.9, 0.8, 0.7]), cfg, spec=spec)  # the last is the best
+    torch.testing.assert_close(before - solver.raw_s.detach(), torch.full_like(before, 3 * 0.01), rtol=1e-6, atol=0)
+    assert tuned.history[-1]["iteration"] == 3 and tuned.spec == spec
+    stop = threading.Event()
+    stop.set()
+    stopped = final_rmse_finetune(BespokeSolver(1, 2), Tunable([1.0]), cfg, stop_event=stop)
+    assert stopped.stopped and stopped.history[-1]["iteration"] == 0
