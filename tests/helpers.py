@@ -1,4 +1,5 @@
 """Helpers shared by several test files (plain functions, not fixtures)."""
+import contextlib
 import re
 import time
 
@@ -35,3 +36,16 @@ def perturbed(solver, scale=0.05, seed=1):
         for p in solver.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
     return solver
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """One torch thread for the block: a U-Net on 2 busy cores ran up to 80x slower with 2 threads
+    (threads waiting for each other at every operation; measured: midpoint, NFE 8, 6 samples,
+    0.5 s vs 42 s). The MNIST test modules wrap themselves in it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

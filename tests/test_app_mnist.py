@@ -8,11 +8,11 @@ import json
 import os
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer import evaluation, figures, state
 from explorer.models import catalogue, shipped_solver_files
+from tests.helpers import one_torch_thread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "streamlit_app.py")
@@ -22,12 +22,8 @@ SHIPPED = {"shipped rk2-bespoke NFE 8", "shipped bns NFE 8"}
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """One torch thread: a U-Net on 2 busy cores ran up to 80x slower with 2 threads (threads
-    waiting for each other at every operation; measured: midpoint, NFE 8, 6 samples, 0.5 s vs 42 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from core.solvers.bns import BNSSolver
 from core.solvers.gt import gt_solve
 from core.solvers.learned import load_solver
 from core.solvers.registry import get_solver
+from tests.helpers import one_torch_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "assets" / "mnist_fm-ot"
@@ -27,12 +28,8 @@ N = 20  # two samples of each class (the labels cycle 0, 1, ..., 9)
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """One torch thread: a U-Net on 2 busy cores ran up to 80x slower with 2 threads (threads
-    waiting for each other at every operation; measured: midpoint, NFE 8, 6 samples, 0.5 s vs 42 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
